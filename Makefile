@@ -1,0 +1,68 @@
+# The commands users type. Each one sets up what it needs first.
+#   make demo   the pipeline with the simulated sensor
+#   make test   the whole suite
+#   make bench  benchmarks, one name=value figure per line
+#   make check  ruff and mypy
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        := .venv
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.installed
+NODE_STAMP  := node_modules/.installed
+PY_INPUTS   := pyproject.toml edge/modules/enviro_sensor/pyproject.toml \
+               cloud/sink/pyproject.toml sim/pyproject.toml
+PIP         := $(PY) -m pip --disable-pip-version-check --quiet
+
+.PHONY: help venv node test demo bench check contract clean
+
+help:
+	@echo "make demo   - run the edge pipeline with the simulated sensor"
+	@echo "make test   - set up .venv and node_modules, run the whole suite"
+	@echo "make bench  - run the benchmarks (name=value lines)"
+	@echo "make check  - ruff and mypy"
+
+$(STAMP): $(PY_INPUTS)
+	@PYBIN=$$(tools/find-python) || exit 1; \
+	  if [ ! -x $(PY) ]; then echo "creating $(VENV) with $$PYBIN"; "$$PYBIN" -m venv $(VENV); fi
+	$(PIP) install --upgrade "pip>=24"
+	$(PIP) install -e ".[dev]" \
+	    -e edge/modules/enviro_sensor \
+	    -e cloud/sink \
+	    -e sim
+	@touch $@
+
+venv: $(STAMP)
+
+$(NODE_STAMP): package.json package-lock.json
+	@command -v node >/dev/null || { echo "Node.js 20+ is needed (for Azurite)." >&2; exit 1; }
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' || \
+	  { echo "Node.js 20+ is needed; found $$(node --version)." >&2; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+node: $(NODE_STAMP)
+
+test: venv node
+	$(PY) -m pytest
+
+demo: venv
+	$(VENV)/bin/enviro-sensor --sensor simulated --count 0 --interval 2 --print
+
+bench: venv node
+	$(PY) bench/run.py
+
+check: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy edge/modules/enviro_sensor/src cloud/sink sim/src
+
+# The telemetry contract lives in contract/; each deployable part ships a copy, because each
+# folder is a build context of its own. tests/contract checks the copies have not drifted.
+CONTRACT_COPIES := edge/modules/enviro_sensor/src/enviro_sensor/contract cloud/sink/enviromon_sink/contract dashboard/contract
+contract:
+	@for d in $(CONTRACT_COPIES); do mkdir -p $$d && cp contract/*.json $$d/; done
+	@echo "contract copied to: $(CONTRACT_COPIES)"
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""enviromon cloud sink: exactly-once counts, history and live publishing."""

@@ -1,0 +1,3 @@
+"""enviro_sensor: the enviromon IoT Edge module."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,53 @@
+"""What a sensor hands to the pipeline, and the small protocols the app loop sees.
+
+The app loop never sees an SDK or a driver object: only these protocols.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+SourceKind = Literal["bme680", "simulated"]
+
+
+@dataclass(frozen=True, slots=True)
+class RawReading:
+    """One uncalibrated reading straight from a sensor.
+
+    Attributes:
+        temperature: °C as the sensor reports it (before CPU-heat compensation).
+        humidity: %RH.
+        pressure: hPa (station pressure).
+        gas_resistance: Ω, or None when the sensor has no gas reading.
+        heat_stable: whether the gas heater reached its target; gas is unusable when False.
+        source: "bme680" or "simulated"; carried into every message unchanged.
+    """
+
+    temperature: float
+    humidity: float
+    pressure: float
+    gas_resistance: float | None
+    heat_stable: bool
+    source: SourceKind
+
+
+class Sensor(Protocol):
+    """A sensor reads. Raises enviro_sensor.errors.SensorError when it cannot."""
+
+    @property
+    def source(self) -> SourceKind:
+        """"bme680" or "simulated"."""
+        ...
+
+    def read(self) -> RawReading:
+        """Take one reading."""
+        ...
+
+
+class Publisher(Protocol):
+    """A publisher sends one encoded message body (a reading or a packed array)."""
+
+    def send(self, body: bytes, *, message_id: str, properties: dict[str, str]) -> None:
+        """Send one message; raises on failure so the caller keeps it buffered."""
+        ...

@@ -1,0 +1,1 @@
+"""A local IoT Hub that the real azure-iot-device SDK connects to."""

@@ -1,0 +1,1 @@
+"""Fixtures for the local azurite (filled in by its part)."""

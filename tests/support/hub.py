@@ -1,0 +1,1 @@
+"""Fixtures for the local hub (filled in by its part)."""

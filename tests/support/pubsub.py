@@ -1,0 +1,1 @@
+"""Fixtures for the local pubsub (filled in by its part)."""
