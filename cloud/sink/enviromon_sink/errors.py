@@ -1,0 +1,23 @@
+"""Errors of the sink: one root, and specific errors that also subclass a builtin."""
+
+from __future__ import annotations
+
+
+class SinkError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class RejectedMessageError(SinkError, ValueError):
+    """A message body cannot be accepted; it is dead-lettered with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TransientStoreError(SinkError, ConnectionError):
+    """Table storage failed in a way a retry of the whole batch can fix (raise to the host)."""
+
+
+class SettingsError(SinkError, ValueError):
+    """A required setting is missing or malformed."""

@@ -1,0 +1,19 @@
+"""Errors of the edge module: one root, and specific errors that also subclass a builtin."""
+
+from __future__ import annotations
+
+
+class EnviroSensorError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class SensorError(EnviroSensorError, OSError):
+    """A sensor could not give a reading (I/O error, not ready within the bound, ...)."""
+
+
+class SensorNotFoundError(SensorError, FileNotFoundError):
+    """No sensor answered: no I2C bus, or no chip at any address tried."""
+
+
+class ConfigError(EnviroSensorError, ValueError):
+    """A configuration (environment, CLI or twin patch) was refused as a whole."""
