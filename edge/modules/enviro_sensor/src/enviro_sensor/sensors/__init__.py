@@ -1,0 +1,21 @@
+"""Sensors: a real BME680 or a clearly-labelled simulated one, and how to choose.
+
+The app loop sees only the `Sensor` protocol (enviro_sensor.reading) plus `health` and `close()`
+(`MonitoredSensor`); open one with `open_sensor(settings, device_id=...)`.
+"""
+
+from enviro_sensor.sensors.bme680 import Bme680Sensor, I2CDevice
+from enviro_sensor.sensors.factory import MonitoredSensor, open_sensor
+from enviro_sensor.sensors.health import SensorHealth
+from enviro_sensor.sensors.settings import SensorSettings
+from enviro_sensor.sensors.simulated import SimulatedSensor
+
+__all__ = [
+    "Bme680Sensor",
+    "I2CDevice",
+    "MonitoredSensor",
+    "SensorHealth",
+    "SensorSettings",
+    "SimulatedSensor",
+    "open_sensor",
+]

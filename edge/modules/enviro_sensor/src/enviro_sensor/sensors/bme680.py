@@ -1,0 +1,357 @@
+"""The real sensor: a Bosch BME680 through Pimoroni's `bme680` library.
+
+Failure handling, in short:
+- start-up: probe 0x76, then 0x77 (or only the configured address); no bus or no chip raises
+  SensorNotFoundError with the fixes a user on a Pi needs.
+- "no new data" (get_sensor_data() returns False): ask again, a bounded number of times, with
+  short sleeps; then SensorError.
+- an I/O error mid-run: that read raises SensorError; later reads re-initialise the chip, with
+  growing, jittered delays between attempts. A read that comes during a delay fails at once
+  (SensorError), so the caller's loop is never blocked for long.
+- health: the `health` property, always current.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import bme680 as pimoroni_bme680
+
+from enviro_sensor.errors import SensorError, SensorNotFoundError
+from enviro_sensor.reading import RawReading, SourceKind
+from enviro_sensor.sensors.health import HealthState, SensorHealth
+from enviro_sensor.sensors.settings import SensorSettings
+
+logger = logging.getLogger(__name__)
+
+_OVERSAMPLING = {
+    0: pimoroni_bme680.OS_NONE,
+    1: pimoroni_bme680.OS_1X,
+    2: pimoroni_bme680.OS_2X,
+    4: pimoroni_bme680.OS_4X,
+    8: pimoroni_bme680.OS_8X,
+    16: pimoroni_bme680.OS_16X,
+}
+_FILTER = {
+    0: pimoroni_bme680.FILTER_SIZE_0,
+    1: pimoroni_bme680.FILTER_SIZE_1,
+    3: pimoroni_bme680.FILTER_SIZE_3,
+    7: pimoroni_bme680.FILTER_SIZE_7,
+    15: pimoroni_bme680.FILTER_SIZE_15,
+    31: pimoroni_bme680.FILTER_SIZE_31,
+    63: pimoroni_bme680.FILTER_SIZE_63,
+    127: pimoroni_bme680.FILTER_SIZE_127,
+}
+
+#: Sleep between "no new data" answers. The library itself already polls for ~100 ms.
+NOT_READY_SLEEP_S = 0.05
+#: Re-initialisation delays: 1 s, 2 s, 4 s … capped at 60 s, each scaled by a random 0.5–1.0.
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 60.0
+#: Consecutive failed reads after which health says "failed" rather than "degraded".
+FAILED_AFTER = 5
+#: Bosch's API assumes 25 °C ambient for the heater calculation until a first reading exists.
+_DEFAULT_AMBIENT_CENTI_C = 2500
+
+_FIXES = (
+    "Check that: I2C is enabled (sudo raspi-config → Interface Options → I2C, then reboot); "
+    "the address jumper / SDO pin matches (SDO to GND = 0x76, SDO to 3V3 = 0x77); "
+    "the wiring is SDA → GPIO2 (pin 3), SCL → GPIO3 (pin 5), 3V3 (pin 1), GND (pin 6); "
+    "in a container, /dev/i2c-{bus} is mapped in createOptions. "
+    "`i2cdetect -y {bus}` lists the addresses that answer."
+)
+
+
+class I2CDevice(Protocol):
+    """The smbus-like calls the bme680 library makes (smbus2.SMBus fits)."""
+
+    def read_byte_data(self, i2c_addr: int, register: int) -> int:
+        """Read one register."""
+        ...
+
+    def write_byte_data(self, i2c_addr: int, register: int, value: int) -> None:
+        """Write one register."""
+        ...
+
+    def read_i2c_block_data(self, i2c_addr: int, register: int, length: int) -> list[int]:
+        """Read `length` registers from `register` on."""
+        ...
+
+    def write_i2c_block_data(self, i2c_addr: int, register: int, data: list[int]) -> None:
+        """Write registers from `register` on."""
+        ...
+
+
+def _hex_list(addresses: tuple[int, ...]) -> str:
+    return " and ".join(f"{a:#04x}" for a in addresses)
+
+
+class Bme680Sensor:
+    """A BME680 on I2C, with bounded retries, re-initialisation and visible health."""
+
+    def __init__(
+        self,
+        *,
+        settings: SensorSettings,
+        i2c_device: I2CDevice | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        """Find the chip and configure it.
+
+        Args:
+            settings: address, heater profile, oversampling, retry bound.
+            i2c_device: an smbus-like bus; by default smbus2.SMBus(settings.i2c_bus) is opened
+                (and closed by close()).
+            sleep: used between "no new data" retries.
+            monotonic: the clock the re-initialisation delays are measured on.
+            rng: jitter source for the re-initialisation delays.
+
+        Raises:
+            SensorNotFoundError: no /dev/i2c-N, or no BME680 at any address tried.
+            SensorError: a chip answered but could not be set up.
+        """
+        if not isinstance(settings, SensorSettings):
+            raise TypeError(f"settings must be a SensorSettings, got {type(settings).__name__}")
+        self._settings = settings
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not crypto
+        self._lock = threading.Lock()
+        self._owned_bus: Any = None
+        if i2c_device is None:
+            i2c_device = self._open_bus(settings.i2c_bus)
+        self._bus: I2CDevice = i2c_device
+        self._device: Any = None
+        self._address: int = 0
+        self._consecutive_failures = 0
+        # I/O errors and failed re-initialisations since the last good read: the back-off exponent.
+        # Reads refused during a back-off do not count here, or a fast caller would stretch it.
+        self._backoff_failures = 0
+        self._reinitialisations = 0
+        self._last_error: str | None = None
+        self._next_attempt_at = 0.0
+        try:
+            self._device, self._address = self._probe()
+        except BaseException:
+            self.close()
+            raise
+        logger.info(
+            "BME680 found at %#04x on I2C bus %d (heater %d °C / %d ms)",
+            self._address,
+            settings.i2c_bus,
+            settings.heater_temperature,
+            settings.heater_duration,
+        )
+
+    # -- the Sensor protocol ------------------------------------------------------------------
+
+    @property
+    def source(self) -> SourceKind:
+        """Always "bme680"."""
+        return "bme680"
+
+    @property
+    def address(self) -> int:
+        """The I2C address the chip answered on."""
+        return self._address
+
+    @property
+    def health(self) -> SensorHealth:
+        """The sensor's health right now."""
+        with self._lock:
+            return self._health_locked()
+
+    def read(self) -> RawReading:
+        """Take one forced-mode reading.
+
+        Raises:
+            SensorError: no new data within the retry bound, an I/O error, or the chip is being
+                re-initialised after an earlier error (the message says which).
+        """
+        with self._lock:
+            if self._device is None:
+                self._reinitialise_locked()
+            try:
+                data = self._read_data_locked()
+            except OSError as exc:
+                # The chip's state is unknown after a bus error: set it up again before trusting it.
+                self._device = None
+                raise self._fail_locked(
+                    f"I/O error reading BME680 at {self._address:#04x}: {exc}", backoff=True
+                ) from exc
+            if data is None:
+                raise self._fail_locked(
+                    f"BME680 at {self._address:#04x} had no new data after "
+                    f"{self._settings.read_retries + 1} attempts",
+                    backoff=False,
+                )
+            if self._consecutive_failures:
+                logger.info(
+                    "BME680 at %#04x reading again after %d failed reads",
+                    self._address,
+                    self._consecutive_failures,
+                )
+            self._consecutive_failures = 0
+            self._backoff_failures = 0
+            heat_stable = bool(data.heat_stable)
+            return RawReading(
+                temperature=float(data.temperature),
+                humidity=float(data.humidity),
+                pressure=float(data.pressure),
+                gas_resistance=float(data.gas_resistance) if heat_stable else None,
+                heat_stable=heat_stable,
+                source="bme680",
+            )
+
+    def close(self) -> None:
+        """Close the I2C bus if this sensor opened it."""
+        bus, self._owned_bus = self._owned_bus, None
+        if bus is not None:
+            try:
+                bus.close()
+            except OSError:
+                logger.debug("closing the I2C bus failed", exc_info=True)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _open_bus(self, bus_number: int) -> I2CDevice:
+        path = f"/dev/i2c-{bus_number}"
+        addresses = _hex_list(self._settings.addresses)
+        if not os.path.exists(path):
+            raise SensorNotFoundError(
+                f"No I2C bus: {path} does not exist, so no BME680 could be probed "
+                f"(addresses {addresses} not tried). " + _FIXES.format(bus=bus_number)
+            )
+        import smbus2  # imported here: only a real bus needs it
+
+        try:
+            bus = smbus2.SMBus(bus_number)
+        except OSError as exc:
+            raise SensorNotFoundError(
+                f"Cannot open I2C bus {path} ({exc}); addresses {addresses} not tried. "
+                "Is this user in the i2c group (or the device mapped into the container)? "
+                + _FIXES.format(bus=bus_number)
+            ) from exc
+        self._owned_bus = bus
+        return bus
+
+    def _probe(self) -> tuple[Any, int]:
+        reasons: list[str] = []
+        for address in self._settings.addresses:
+            try:
+                device = pimoroni_bme680.BME680(address, i2c_device=self._bus)
+            except RuntimeError as exc:
+                # The library's way of saying "no (BME680) chip here".
+                reasons.append(f"{address:#04x}: {exc}")
+                logger.debug("no BME680 at %#04x: %s", address, exc)
+                continue
+            except OSError as exc:
+                # The chip id matched but set-up failed: a chip is there, so this is not "not
+                # found" (auto mode must not fall back to simulated data because of it).
+                raise SensorError(
+                    f"BME680 at {address:#04x} on I2C bus {self._settings.i2c_bus} answered but "
+                    f"could not be set up: {exc}"
+                ) from exc
+            try:
+                self._configure(device)
+            except OSError as exc:
+                raise SensorError(
+                    f"BME680 at {address:#04x} on I2C bus {self._settings.i2c_bus} answered but "
+                    f"could not be configured: {exc}"
+                ) from exc
+            return device, address
+        bus = self._settings.i2c_bus
+        tried = _hex_list(self._settings.addresses)
+        raise SensorNotFoundError(
+            f"No BME680 found on I2C bus {bus} (/dev/i2c-{bus}): tried {tried} "
+            f"({'; '.join(reasons)}). " + _FIXES.format(bus=bus)
+        )
+
+    def _configure(self, device: Any) -> None:
+        settings = self._settings
+        device.set_temperature_oversample(_OVERSAMPLING[settings.temperature_oversampling])
+        device.set_humidity_oversample(_OVERSAMPLING[settings.humidity_oversampling])
+        device.set_pressure_oversample(_OVERSAMPLING[settings.pressure_oversampling])
+        device.set_filter(_FILTER[settings.filter_size])
+        device.set_gas_status(pimoroni_bme680.ENABLE_GAS_MEAS)
+        if device.ambient_temperature is None:
+            # The library's start-up reading had no data; its heater maths needs an ambient value.
+            device.ambient_temperature = _DEFAULT_AMBIENT_CENTI_C
+        device.set_gas_heater_temperature(settings.heater_temperature, nb_profile=0)
+        device.set_gas_heater_duration(settings.heater_duration, nb_profile=0)
+        device.select_gas_heater_profile(0)
+
+    def _read_data_locked(self) -> Any:
+        """The library's data object, or None when no new data came within the bound."""
+        attempts = self._settings.read_retries + 1
+        for attempt in range(attempts):
+            if self._device.get_sensor_data():
+                return self._device.data
+            if attempt + 1 < attempts:
+                self._sleep(NOT_READY_SLEEP_S)
+        return None
+
+    def _reinitialise_locked(self) -> None:
+        now = self._monotonic()
+        if now < self._next_attempt_at:
+            wait = self._next_attempt_at - now
+            # Counted as a failed read: the caller asked and got nothing.
+            raise self._fail_locked(
+                f"BME680 at {self._address:#04x} is unavailable ({self._last_error}); "
+                f"next re-initialisation in {wait:.1f} s",
+                backoff=False,
+                remember=False,
+            )
+        try:
+            device = pimoroni_bme680.BME680(self._address, i2c_device=self._bus)
+            self._configure(device)
+        except (RuntimeError, OSError) as exc:
+            raise self._fail_locked(
+                f"re-initialising BME680 at {self._address:#04x} failed: {exc}", backoff=True
+            ) from exc
+        self._device = device
+        self._reinitialisations += 1
+        logger.info(
+            "BME680 at %#04x re-initialised (%d so far)", self._address, self._reinitialisations
+        )
+
+    def _fail_locked(self, message: str, *, backoff: bool, remember: bool = True) -> SensorError:
+        self._consecutive_failures += 1
+        if remember:
+            self._last_error = message
+        if backoff:
+            self._backoff_failures += 1
+            # The exponent is capped too: 2.0 ** 2000 would overflow a float on a long outage.
+            exponent = min(self._backoff_failures - 1, 16)
+            delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0**exponent)
+            delay *= self._rng.uniform(0.5, 1.0)
+            self._next_attempt_at = self._monotonic() + delay
+            logger.warning("%s; re-initialising in %.1f s", message, delay)
+        else:
+            logger.warning("%s", message)
+        return SensorError(message)
+
+    def _health_locked(self) -> SensorHealth:
+        state: HealthState
+        if self._consecutive_failures == 0:
+            state = "ok"
+        elif self._consecutive_failures < FAILED_AFTER:
+            state = "degraded"
+        else:
+            state = "failed"
+        return SensorHealth(
+            state=state,
+            kind="bme680",
+            address=self._address,
+            last_error=self._last_error,
+            consecutive_failures=self._consecutive_failures,
+            reinitialisations=self._reinitialisations,
+        )

@@ -1,0 +1,42 @@
+"""Sensor health, as the twin's reported properties show it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+HealthState = Literal["ok", "degraded", "failed"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SensorHealth:
+    """A snapshot of a sensor's health.
+
+    Attributes:
+        state: "ok" (the last read worked), "degraded" (the last few reads failed; the driver is
+            retrying and re-initialising) or "failed" (many reads in a row failed; the driver
+            still retries with long delays, as a loose cable may be pushed back in).
+        kind: "bme680" or "simulated".
+        address: the I2C address in use, None for the simulated sensor.
+        last_error: the most recent error, kept after recovery so the twin shows what happened.
+        consecutive_failures: failed reads since the last good one.
+        reinitialisations: successful re-initialisations of the chip since start-up.
+    """
+
+    state: HealthState
+    kind: Literal["bme680", "simulated"]
+    address: int | None
+    last_error: str | None
+    consecutive_failures: int
+    reinitialisations: int
+
+    def to_reported(self) -> dict[str, str | int | None]:
+        """The twin's reported form: JSON-ready, camelCase, address as "0x76"."""
+        return {
+            "state": self.state,
+            "kind": self.kind,
+            "address": None if self.address is None else f"{self.address:#04x}",
+            "lastError": self.last_error,
+            "consecutiveFailures": self.consecutive_failures,
+            "reinitialisations": self.reinitialisations,
+        }
