@@ -1,0 +1,472 @@
+"""One pass of the edge pipeline, and the app loop around it.
+
+One pass: read → calibrate → validate → air quality → envelope. :class:`Pipeline` does the pure-ish
+part (it keeps the boot id, the seq counter and the air-quality state); :class:`App` is the loop:
+it reads the sensor on a fixed schedule, packs readings into messages and hands them to a
+Publisher. The loop only sees small protocols (Sensor, Publisher, Clock, StatusIndicator), never
+an SDK or driver object, so the hub connection of a later issue plugs in as a Publisher.
+
+A failed read (SensorError) gives no message: no value is ever made up. It is logged, counted in
+the loop's health, and the LED shows the error state until a read works again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, runtime_checkable
+
+from . import __version__
+from .airquality import AirQuality
+from .calibration import CpuTemperature, calibrate
+from .config import ConfigStore, ModuleConfig
+from .errors import SensorError
+from .message import OutgoingMessage, Reading, build_reading, check_device_id, new_boot_id, pack
+from .metrics import metric
+from .reading import Publisher, RawReading, Sensor
+from .validation import check_value, validate
+
+log = logging.getLogger(__name__)
+
+SENSOR_KEYS = ("temperature", "humidity", "pressure", "gasResistance")
+DEFAULT_MAX_UNSENT = 1000
+
+
+class Clock(Protocol):
+    """Time, as the loop sees it (injectable for tests)."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back."""
+        ...
+
+    def now(self) -> datetime:
+        """The current UTC time (timezone-aware)."""
+        ...
+
+    def wait(self, seconds: float, stop: threading.Event) -> bool:
+        """Sleep up to ``seconds``, waking early when ``stop`` is set; True when stopped."""
+        ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def monotonic(self) -> float:
+        """time.monotonic()."""
+        return time.monotonic()
+
+    def now(self) -> datetime:
+        """datetime.now(UTC)."""
+        return datetime.now(UTC)
+
+    def wait(self, seconds: float, stop: threading.Event) -> bool:
+        """stop.wait(seconds)."""
+        return stop.wait(max(0.0, seconds))
+
+
+class StatusIndicator(Protocol):
+    """The status LED as the loop sees it (enviro_sensor.led.StatusLed fits)."""
+
+    def reading_sent(self) -> None:
+        """A short blink: a message went out."""
+        ...
+
+    def error(self, active: bool) -> None:
+        """Show or clear the error state."""
+        ...
+
+    def alert(self, active: bool) -> None:
+        """Show or clear the temperature alert."""
+        ...
+
+
+class NullIndicator:
+    """No LED."""
+
+    def reading_sent(self) -> None:
+        """Do nothing."""
+
+    def error(self, active: bool) -> None:
+        """Do nothing."""
+
+    def alert(self, active: bool) -> None:
+        """Do nothing."""
+
+
+@runtime_checkable
+class HealthReport(Protocol):
+    """Anything that reports itself for the twin (the sensors' SensorHealth fits)."""
+
+    def to_reported(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        ...
+
+
+class Pipeline:
+    """read → calibrate → validate → air quality → envelope, for one boot of the module."""
+
+    def __init__(
+        self,
+        *,
+        device_id: str,
+        config: ModuleConfig,
+        air_quality: AirQuality,
+        clock: Clock,
+        cpu_temperature: CpuTemperature | None = None,
+        boot: str | None = None,
+    ) -> None:
+        """Create the pipeline for one module start.
+
+        Args:
+            device_id: label carried in every message (the hub's id is the identity).
+            config: the configuration to apply (replace it with :meth:`set_config`).
+            air_quality: the air-quality scorer (keeps the burn-in and baseline).
+            clock: gives each reading's timestamp.
+            cpu_temperature: smoothed CPU temperature for heat compensation; None = none here.
+            boot: the boot id; default a new random one.
+
+        Raises:
+            ValueError: the device id cannot travel in a message.
+        """
+        self._device_id = check_device_id(device_id)
+        self._config = config
+        self._air_quality = air_quality
+        self._clock = clock
+        self._cpu = cpu_temperature
+        self._boot = boot if boot is not None else new_boot_id()
+        self._seq = 0
+        self._iaq = metric("iaq")
+
+    @property
+    def boot(self) -> str:
+        """The boot id of this module start."""
+        return self._boot
+
+    @property
+    def seq(self) -> int:
+        """The seq of the last reading produced (0 before the first)."""
+        return self._seq
+
+    @property
+    def config(self) -> ModuleConfig:
+        """The configuration in force."""
+        return self._config
+
+    @property
+    def air_quality(self) -> AirQuality:
+        """The air-quality scorer."""
+        return self._air_quality
+
+    def set_config(self, config: ModuleConfig) -> None:
+        """Use ``config`` from the next reading on."""
+        self._config = config
+
+    def process(self, raw: RawReading) -> Reading:
+        """One reading → one schema-1 reading (the next seq)."""
+        config = self._config
+        cpu: float | None = None
+        if config.calibration.cpu_compensation.enabled and self._cpu is not None:
+            cpu = self._cpu.sample()
+        calibrated = calibrate(raw, config.calibration, cpu_temperature=cpu)
+        checked = validate(calibrated.values, heat_stable=raw.heat_stable, keys=SENSOR_KEYS)
+        values: dict[str, float | int | None] = dict(checked.values)
+        gas = values["gasResistance"]
+        humidity = values["humidity"]
+        iaq_raw = self._air_quality.update(
+            None if gas is None else float(gas), None if humidity is None else float(humidity)
+        )
+        iaq, iaq_flag = check_value(self._iaq, iaq_raw)
+        values["iaq"] = iaq
+        flags = [*calibrated.flags, *checked.flags]
+        if iaq_flag is not None:
+            flags.append(iaq_flag)
+        temperature = values["temperature"]
+        alert = temperature is not None and temperature >= config.temperature_high
+        self._seq += 1
+        return build_reading(
+            device_id=self._device_id,
+            boot=self._boot,
+            seq=self._seq,
+            ts=self._clock.now(),
+            source=raw.source,
+            values=values,
+            calibration=config.version,
+            flags=flags,
+            alert=alert,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """What a run did.
+
+    Attributes:
+        readings: readings produced (each has a seq).
+        failures: reads that failed (no message for them).
+        unsent: messages still waiting because the publisher failed.
+        stopped: the run ended because stop() was called (Ctrl-C, SIGTERM).
+    """
+
+    readings: int
+    failures: int
+    unsent: int
+    stopped: bool
+
+
+class App:
+    """The loop: read on a fixed schedule, pack, publish; keep health; drive the LED.
+
+    Messages the publisher refuses stay queued in memory (oldest first, at most ``max_unsent``)
+    and are retried, in order, before the next one. The durable on-disk buffer is a later
+    issue's Publisher; this queue only covers a publisher that fails for a moment.
+    """
+
+    def __init__(
+        self,
+        *,
+        sensor: Sensor,
+        publisher: Publisher,
+        pipeline: Pipeline,
+        clock: Clock,
+        led: StatusIndicator | None = None,
+        config_store: ConfigStore | None = None,
+        max_unsent: int = DEFAULT_MAX_UNSENT,
+    ) -> None:
+        """Wire the loop.
+
+        Args:
+            sensor: what to read.
+            publisher: where messages go.
+            pipeline: turns a raw reading into a schema-1 reading.
+            clock: the schedule's clock.
+            led: the status LED; None = no LED.
+            config_store: where an applied twin patch is persisted; None = not persisted.
+            max_unsent: bound of the in-memory queue of messages the publisher refused.
+
+        Raises:
+            ValueError: ``max_unsent`` < 1.
+        """
+        if max_unsent < 1:
+            raise ValueError(f"max_unsent must be >= 1, got {max_unsent}")
+        self._sensor = sensor
+        self._publisher = publisher
+        self._pipeline = pipeline
+        self._clock = clock
+        self._led: StatusIndicator = led if led is not None else NullIndicator()
+        self._store = config_store
+        self._stop = threading.Event()
+        self._lock = threading.RLock()  # twin callbacks and direct methods run on other threads
+        self._pending: list[Reading] = []
+        self._unsent: deque[OutgoingMessage] = deque()
+        self._max_unsent = max_unsent
+        self._reads_ok = 0
+        self._reads_failed = 0
+        self._consecutive_failures = 0
+        self._last_error: str | None = None
+        self._sent = 0
+        self._dropped = 0
+        self._in_error = False
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The pipeline."""
+        return self._pipeline
+
+    @property
+    def config(self) -> ModuleConfig:
+        """The configuration in force."""
+        return self._pipeline.config
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish after the current step (safe from any thread or a signal)."""
+        self._stop.set()
+
+    def step(self) -> Reading | None:
+        """Read once; process and queue the reading; publish when a message is full.
+
+        Returns:
+            The reading, or None when the read failed (logged; nothing is sent for it).
+        """
+        with self._lock:
+            try:
+                raw = self._sensor.read()
+            except SensorError as exc:
+                self._reads_failed += 1
+                self._consecutive_failures += 1
+                self._last_error = str(exc)
+                log.warning(
+                    "sensor read failed (%d in a row), no message for it: %s",
+                    self._consecutive_failures,
+                    exc,
+                )
+                self._set_error(True)
+                return None
+            self._reads_ok += 1
+            if self._consecutive_failures:
+                log.info("sensor reads again after %d failures", self._consecutive_failures)
+            self._consecutive_failures = 0
+            reading = self._pipeline.process(raw)
+            if self.config.led_enabled:
+                self._led.alert(reading.alert)
+            self._pending.append(reading)
+            if len(self._pending) >= self.config.readings_per_message:
+                self.flush()
+            else:
+                self._set_error(bool(self._unsent))
+            return reading
+
+    def flush(self) -> int:
+        """Pack what is pending (even a short pack) and send everything queued, in order.
+
+        Returns:
+            How many messages are still unsent.
+        """
+        with self._lock:
+            if self._pending:
+                as_array = self.config.readings_per_message > 1
+                if as_array:
+                    self._enqueue(pack(self._pending, as_array=True))
+                else:
+                    for reading in self._pending:
+                        self._enqueue(pack([reading], as_array=False))
+                self._pending = []
+            while self._unsent:
+                message = self._unsent[0]
+                try:
+                    self._publisher.send(
+                        message.body, message_id=message.message_id, properties=message.properties
+                    )
+                except Exception as exc:  # a publisher may raise anything; keep the message
+                    log.warning(
+                        "publish of %s failed, kept for retry (%d queued): %s",
+                        message.message_id,
+                        len(self._unsent),
+                        exc,
+                    )
+                    self._set_error(True)
+                    return len(self._unsent)
+                self._unsent.popleft()
+                self._sent += 1
+                if self.config.led_enabled:
+                    self._led.reading_sent()
+            self._set_error(self._consecutive_failures > 0)
+            return 0
+
+    def run(self, *, count: int = 0, interval: float | None = None) -> RunSummary:
+        """Read on a fixed schedule until ``count`` reads (0 = until stop()).
+
+        The first read happens at once. Reads are scheduled at fixed intervals from the start, so
+        a slow read does not make the schedule drift; a read that overruns skips ahead instead of
+        bursting to catch up.
+
+        Args:
+            count: number of reads (successful or not) to attempt; 0 = run until stop().
+            interval: seconds between reads; None = the config's telemetryInterval (re-read
+                every time, so a twin patch takes effect at the next read).
+
+        Raises:
+            ValueError: ``count`` < 0 or ``interval`` <= 0.
+        """
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count}")
+        if interval is not None and not interval > 0:
+            raise ValueError(f"interval must be > 0, got {interval}")
+        start_ok, start_failed = self._reads_ok, self._reads_failed
+        next_at = self._clock.monotonic()
+        done = 0
+        try:
+            while not self._stop.is_set():
+                self.step()
+                done += 1
+                if count and done >= count:
+                    break
+                next_at += interval if interval is not None else self.config.telemetry_interval
+                now = self._clock.monotonic()
+                if next_at < now:
+                    next_at = now
+                if self._clock.wait(next_at - now, self._stop):
+                    break
+        finally:
+            unsent = self.flush()
+        return RunSummary(
+            readings=self._reads_ok - start_ok,
+            failures=self._reads_failed - start_failed,
+            unsent=unsent,
+            stopped=self._stop.is_set(),
+        )
+
+    def apply_desired(self, patch: Mapping[str, Any]) -> ModuleConfig:
+        """Apply a twin desired patch as a whole (persisted when a store is set).
+
+        Raises:
+            ConfigError: the patch was refused; nothing changed.
+        """
+        with self._lock:
+            old = self.config
+            if self._store is not None:
+                new = self._store.apply(old, patch)
+            else:
+                new = old.apply_patch(patch)
+            if old.readings_per_message != new.readings_per_message and self._pending:
+                self.flush()  # don't mix pack sizes within a message
+            self._pipeline.set_config(new)
+            if old.led_enabled and not new.led_enabled:
+                self._led.error(False)
+                self._led.alert(False)
+            log.info("config version %d applied", new.version)
+            return new
+
+    def reset_air_quality(self) -> None:
+        """Forget the air-quality baseline and burn in again (direct method)."""
+        with self._lock:
+            self._pipeline.air_quality.reset()
+
+    def reported(self) -> dict[str, Any]:
+        """State for the twin's reported properties (JSON-ready)."""
+        with self._lock:
+            health = getattr(self._sensor, "health", None)
+            sensor: dict[str, Any] = {"source": self._sensor.source}
+            if isinstance(health, HealthReport):
+                sensor.update(health.to_reported())
+            return {
+                "moduleVersion": __version__,
+                "configVersion": self.config.version,
+                "boot": self._pipeline.boot,
+                "sensor": sensor,
+                "reads": {
+                    "ok": self._reads_ok,
+                    "failed": self._reads_failed,
+                    "consecutiveFailures": self._consecutive_failures,
+                    "lastError": self._last_error,
+                },
+                "messages": {
+                    "sent": self._sent,
+                    "unsent": len(self._unsent),
+                    "dropped": self._dropped,
+                },
+                "airQuality": self._pipeline.air_quality.state(),
+            }
+
+    def _enqueue(self, message: OutgoingMessage) -> None:
+        if len(self._unsent) >= self._max_unsent:
+            lost = self._unsent.popleft()
+            self._dropped += 1
+            log.error(
+                "unsent queue full (%d): dropped message %s (%d readings)",
+                self._max_unsent,
+                lost.message_id,
+                len(lost.readings),
+            )
+        self._unsent.append(message)
+
+    def _set_error(self, active: bool) -> None:
+        if active == self._in_error:
+            return
+        self._in_error = active
+        if self.config.led_enabled:
+            self._led.error(active)
