@@ -432,13 +432,19 @@ class WebPubSubServer:
         )
         if not ws.can_prepare(request).ok:
             return _error_response(400, "NotWebSocket", "expected a WebSocket upgrade")
-        await ws.prepare(request)
         conn = Connection(
             hub=hub, user_id=user, permissions=permissions, subprotocol=bool(requested)
         )
         if conn.subprotocol:
             conn.enqueue(protocol.connected_frame(user_id=user, connection_id=conn.connection_id))
+        # Registered before the handshake completes, so that once a client's connect() has
+        # returned, a message sent to it is delivered (the writer starts after the handshake).
         self._hubs.add(conn, groups)
+        try:
+            await ws.prepare(request)
+        except BaseException:
+            self._hubs.remove(conn)
+            raise
         writer = asyncio.create_task(self._write(ws, conn))
         self._writers.add(writer)
         writer.add_done_callback(self._writers.discard)
