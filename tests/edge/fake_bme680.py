@@ -101,10 +101,11 @@ class FakeBme680Bus:
         not_ready_reads: the next N forced measurements leave new_data clear.
         heat_stable: whether measurements set heat_stab and gas_valid.
         temperature_adc / pressure_adc / humidity_adc / gas_adc / gas_range: raw values served.
-        fail_next(k): the next k bus operations raise OSError(EIO).
+        fail_next(k, after=n): after n more good operations, the next k raise OSError(EIO).
         unplugged: every operation raises OSError(EREMOTEIO), as with a loose cable.
 
-    Observations: `registers(addr)`, `measurements` (forced measurements run), `operations`.
+    Observations: `registers(addr)`, `measurements` (forced measurements run), `operations`,
+    `addresses_seen` (addresses talked to, in the order first seen).
     """
 
     def __init__(
@@ -128,7 +129,9 @@ class FakeBme680Bus:
         self.unplugged = False
         self.measurements = 0
         self.operations = 0
+        self.addresses_seen: list[int] = []
         self._fail_ops = 0
+        self._fail_after = 0
         self._regs: dict[int, list[int]] = {}
         for address in self.addresses:
             self._regs[address] = self._power_on(CHIP_ID)
@@ -137,9 +140,10 @@ class FakeBme680Bus:
 
     # -- knobs ----------------------------------------------------------------------------------
 
-    def fail_next(self, count: int) -> None:
-        """Make the next `count` bus operations raise OSError(EIO)."""
+    def fail_next(self, count: int, *, after: int = 0) -> None:
+        """Make `count` bus operations raise OSError(EIO), once `after` more have succeeded."""
         self._fail_ops = count
+        self._fail_after = after
 
     def registers(self, address: int) -> list[int]:
         """A copy of the register file of the chip at `address`."""
@@ -179,9 +183,13 @@ class FakeBme680Bus:
 
     def _chip(self, address: int) -> list[int]:
         self.operations += 1
+        if address not in self.addresses_seen:
+            self.addresses_seen.append(address)
         if self.unplugged:
             raise OSError(errno.EREMOTEIO, "Remote I/O error")
-        if self._fail_ops > 0:
+        if self._fail_ops > 0 and self._fail_after > 0:
+            self._fail_after -= 1
+        elif self._fail_ops > 0:
             self._fail_ops -= 1
             raise OSError(errno.EIO, "Input/output error")
         if address not in self._regs:

@@ -308,7 +308,7 @@ class Bme680Sensor:
                 f"BME680 at {self._address:#04x} is unavailable ({self._last_error}); "
                 f"next re-initialisation in {wait:.1f} s",
                 backoff=False,
-                remember=False,
+                during_backoff=True,
             )
         try:
             device = pimoroni_bme680.BME680(self._address, i2c_device=self._bus)
@@ -323,10 +323,15 @@ class Bme680Sensor:
             "BME680 at %#04x re-initialised (%d so far)", self._address, self._reinitialisations
         )
 
-    def _fail_locked(self, message: str, *, backoff: bool, remember: bool = True) -> SensorError:
+    def _fail_locked(
+        self, message: str, *, backoff: bool, during_backoff: bool = False
+    ) -> SensorError:
         self._consecutive_failures += 1
-        if remember:
-            self._last_error = message
+        if during_backoff:
+            # A read refused during a back-off: the warning was logged when the back-off began.
+            logger.debug("%s", message)
+            return SensorError(message)
+        self._last_error = message
         if backoff:
             self._backoff_failures += 1
             # The exponent is capped too: 2.0 ** 2000 would overflow a float on a long outage.
