@@ -1,0 +1,440 @@
+"""``enviro-sensor``: run the edge pipeline from a shell, e.g. to check a Pi's wiring.
+
+Telemetry JSON goes to stdout (with ``--print``), one message per line; logs go to stderr. The
+hub connection is not part of this command yet: without ``--print`` each message is only logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import IO, TYPE_CHECKING
+
+from . import __version__
+from .errors import ConfigError, SensorError, SensorNotFoundError
+
+if TYPE_CHECKING:
+    from .config import ModuleConfig
+
+log = logging.getLogger("enviro_sensor")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NO_SENSOR = 3
+EXIT_READ_FAILED = 4
+EXIT_CONFIG = 5
+EXIT_INTERRUPTED = 130
+
+CHECK_INTERVAL_S = 1.0
+MIN_INTERVAL_S = 0.5  # same bounds as the twin's telemetryInterval (config.py)
+MAX_INTERVAL_S = 86_400.0
+
+DESCRIPTION = """\
+Read a BME680 (or the simulated sensor), calibrate on the device, and produce schema-1
+telemetry. On a Raspberry Pi, run this before deploying the IoT Edge module to check the
+wiring: it reads the sensor the same way the module does."""
+
+EPILOG = """\
+examples:
+  check the wiring on a Pi (3 readings, 1 s apart; exit code 0 means all went well):
+    enviro-sensor --sensor bme680 --count 3 --print
+  the sensor answers at 0x77 (Adafruit boards, or Pimoroni's address jumper cut):
+    enviro-sensor --sensor bme680 --address 0x77 --count 3 --print
+  no hardware: simulated readings, every 2 s until Ctrl-C (what `make demo` runs):
+    enviro-sensor --sensor simulated --count 0 --interval 2 --print
+
+The configuration (telemetry interval, calibration, alert threshold) comes from ENVIRO_*
+environment variables and the last configuration the module twin sent, kept in --state-dir;
+see docs/edge.md. Every message says "source": "simulated" when it is not a real measurement.
+
+exit codes:
+  0  every read worked (or stopped with Ctrl-C)
+  1  unexpected error
+  2  bad option
+  3  no sensor found (no /dev/i2c-N, or no chip at 0x76/0x77)
+  4  a read failed during a run with --count
+  5  bad configuration (environment variable or setting)
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse's own format, but with a pointer to --help instead of the whole usage block.
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else None
+
+
+def _address(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an I2C address (0x76 or 0x77)") from None
+    if value not in (0x76, 0x77):
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a BME680 address: a BME680 answers only at 0x76 or 0x77"
+        )
+    return value
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not MIN_INTERVAL_S <= value <= MAX_INTERVAL_S:
+        raise argparse.ArgumentTypeError(
+            f"must be {MIN_INTERVAL_S:g}..{MAX_INTERVAL_S:g} seconds, got {text}"
+        )
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (forever) or more, got {value}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _default_state_dir() -> Path:
+    explicit = _env("ENVIRO_STATE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = _env("XDG_STATE_HOME")
+    return (Path(base) if base else Path.home() / ".local" / "state") / "enviro_sensor"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (exposed for tests and docs)."""
+    parser = _Parser(
+        prog="enviro-sensor",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sensor = parser.add_argument_group("sensor")
+    sensor.add_argument(
+        "--sensor",
+        choices=("auto", "bme680", "simulated"),
+        default=_env("ENVIRO_SENSOR") or "auto",
+        help="auto: the BME680, or simulated readings (loudly logged) when no chip answers at "
+        "start; bme680: the chip or an error; simulated: no hardware "
+        "(default: $ENVIRO_SENSOR or auto)",
+    )
+    sensor.add_argument(
+        "--address",
+        type=_address,
+        default=None,
+        metavar="0x76|0x77",
+        help="I2C address of the BME680 (default: $ENVIRO_I2C_ADDRESS, or try 0x76 then 0x77)",
+    )
+    sensor.add_argument(
+        "--bus",
+        type=_int,
+        default=None,
+        metavar="N",
+        help="I2C bus number, /dev/i2c-N (default: $ENVIRO_I2C_BUS or 1)",
+    )
+    sensor.add_argument(
+        "--seed",
+        type=_int,
+        default=None,
+        help="seed of the simulated sensor (default: $ENVIRO_SIMULATED_SEED, else derived "
+        "from the device id, so devices differ)",
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument(
+        "--count",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="number of readings to take, 0 = until Ctrl-C (default: 0)",
+    )
+    run.add_argument(
+        "--interval",
+        type=_interval,
+        default=None,
+        metavar="SECONDS",
+        help=f"seconds between readings (default: {CHECK_INTERVAL_S:g} with --count N, so a "
+        "wiring check is quick; the configured telemetryInterval, 10 s unless changed, with "
+        "--count 0)",
+    )
+    run.add_argument(
+        "--print",
+        action="store_true",
+        dest="print_",
+        help="print each message's JSON body to stdout, one per line",
+    )
+    run.add_argument(
+        "--device-id",
+        default=None,
+        help="label in every message (default: $IOTEDGE_DEVICEID, else the host name)",
+    )
+    run.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where the last twin configuration and the air-quality baseline are kept "
+        "(default: $ENVIRO_STATE_DIR, else ~/.local/state/enviro_sensor)",
+    )
+    led = parser.add_argument_group("status LED")
+    led.add_argument(
+        "--led-pin",
+        type=_int,
+        default=None,
+        metavar="GPIO",
+        help="BCM GPIO number of the status LED (default: $ENVIRO_LED_PIN or 17)",
+    )
+    led.add_argument(
+        "--alert-pin",
+        type=_int,
+        default=None,
+        metavar="GPIO",
+        help="BCM GPIO of a separate alert LED (default: $ENVIRO_ALERT_PIN, else alerts "
+        "blink the status LED fast)",
+    )
+    led.add_argument("--no-led", action="store_true", help="do not touch GPIO at all")
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default=(_env("ENVIRO_LOG_LEVEL") or "INFO").upper(),
+        help="log detail on stderr (default: $ENVIRO_LOG_LEVEL or INFO)",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def _env_int(name: str, value: int | None, *, base: int = 0) -> int | None:
+    if value is not None:
+        return value
+    text = _env(name)
+    if text is None:
+        return None
+    try:
+        return int(text, base)
+    except ValueError:
+        raise ConfigError(f"{name}: {text!r} is not a whole number") from None
+
+
+class PrintPublisher:
+    """A Publisher that writes each body as one line to a stream (stdout)."""
+
+    def __init__(self, *, stream: IO[str], on_closed: Callable[[], None]) -> None:
+        self._stream = stream
+        self._on_closed = on_closed
+        self.closed = False
+
+    def send(self, body: bytes, *, message_id: str, properties: dict[str, str]) -> None:
+        """Write the body and a newline, flushed so a pipe sees each message at once."""
+        if self.closed:
+            raise BrokenPipeError("stdout is closed")
+        try:
+            self._stream.write(body.decode("utf-8") + "\n")
+            self._stream.flush()
+        except BrokenPipeError:
+            # The reader went away (`| head -1`): stop like other Unix tools, quietly.
+            self.closed = True
+            self._on_closed()
+            raise
+
+
+class LogPublisher:
+    """A Publisher that only logs each message (the hub connection is a later step)."""
+
+    def send(self, body: bytes, *, message_id: str, properties: dict[str, str]) -> None:
+        """Log one line about the message."""
+        log.info(
+            "message %s (%d bytes, alert=%s): %s",
+            message_id,
+            len(body),
+            properties.get("temperatureAlert"),
+            body.decode("utf-8"),
+        )
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.captureWarnings(True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``enviro-sensor`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.log_level)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        # Ctrl-C before the loop started (e.g. while probing the bus).
+        print("enviro-sensor: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SensorNotFoundError as exc:
+        print(f"enviro-sensor: error: {exc}", file=sys.stderr)
+        return EXIT_NO_SENSOR
+    except SensorError as exc:
+        print(f"enviro-sensor: error: the sensor could not be set up: {exc}", file=sys.stderr)
+        return EXIT_NO_SENSOR
+    except ConfigError as exc:
+        print(f"enviro-sensor: error: bad configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Exception as exc:  # the one place a traceback would otherwise reach the user
+        log.debug("unexpected error", exc_info=True)
+        print(
+            f"enviro-sensor: unexpected error: {type(exc).__name__}: {exc} "
+            "(run with --log-level DEBUG for details)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+
+
+def _load_config(state_dir: Path) -> tuple[ModuleConfig, Path]:
+    from .config import ConfigStore, ModuleConfig
+
+    store = ConfigStore(path=state_dir / "config.json")
+    return store.load(ModuleConfig.from_env()), store.path
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top, so `--help` and bad options answer instantly.
+    from .airquality import AirQuality
+    from .calibration import CpuTemperature, default_cpu_temperature
+    from .message import check_device_id
+    from .pipeline import App, Pipeline, StatusIndicator, SystemClock
+    from .sensors import SensorSettings, open_sensor
+
+    device_id = args.device_id or _env("IOTEDGE_DEVICEID") or socket.gethostname() or "enviro"
+    try:
+        check_device_id(device_id)
+    except ValueError as exc:
+        raise ConfigError(f"device id {device_id!r}: {exc}") from exc
+    state_dir: Path = args.state_dir or _default_state_dir()
+    config, config_path = _load_config(state_dir)
+    log.debug("config %s (from environment and %s)", config, config_path)
+
+    settings = SensorSettings(
+        kind=args.sensor,
+        i2c_bus=_env_int("ENVIRO_I2C_BUS", args.bus) or 1,
+        i2c_address=_env_int("ENVIRO_I2C_ADDRESS", args.address),
+        simulated_seed=_env_int("ENVIRO_SIMULATED_SEED", args.seed),
+    )
+    sensor = open_sensor(settings, device_id=device_id)
+    clock = SystemClock()
+    led_obj = None
+    try:
+        cpu = None
+        if config.calibration.cpu_compensation.enabled:
+            cpu = CpuTemperature(source=default_cpu_temperature())
+        air_quality = AirQuality(
+            source=sensor.source,
+            state_path=state_dir / f"airquality-{sensor.source}.json",
+            clock=clock.monotonic,
+        )
+        pipeline = Pipeline(
+            device_id=device_id,
+            config=config,
+            air_quality=air_quality,
+            clock=clock,
+            cpu_temperature=cpu,
+        )
+        led: StatusIndicator | None = None
+        if not args.no_led and config.led_enabled:
+            from .led import StatusLed
+
+            led_obj = StatusLed(
+                pin=_env_int("ENVIRO_LED_PIN", args.led_pin, base=10) or 17,
+                alert_pin=_env_int("ENVIRO_ALERT_PIN", args.alert_pin, base=10),
+            )
+            led = led_obj
+        app_holder: list[App] = []
+        publisher = (
+            PrintPublisher(stream=sys.stdout, on_closed=lambda: app_holder[0].stop())
+            if args.print_
+            else LogPublisher()
+        )
+        app = App(sensor=sensor, publisher=publisher, pipeline=pipeline, clock=clock, led=led)
+        app_holder.append(app)
+        interval = args.interval
+        if interval is None and args.count > 0:
+            interval = CHECK_INTERVAL_S
+        log.info(
+            "enviro-sensor %s: device %s, boot %s, source %s, %s every %s s",
+            __version__,
+            device_id,
+            pipeline.boot,
+            sensor.source,
+            f"{args.count} readings" if args.count else "readings until Ctrl-C",
+            f"{interval:g}" if interval is not None else f"{config.telemetry_interval:g}",
+        )
+        with _StopOnSignals(app.stop):
+            summary = app.run(count=args.count, interval=interval)
+    finally:
+        if led_obj is not None:
+            led_obj.close()
+        sensor.close()
+    if isinstance(publisher, PrintPublisher) and publisher.closed:
+        # Keep the interpreter from complaining about the closed pipe when it flushes at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    if summary.failures and args.count and not summary.stopped:
+        print(
+            f"enviro-sensor: error: {summary.failures} of {summary.failures + summary.readings} "
+            "reads failed (see the log above)",
+            file=sys.stderr,
+        )
+        return EXIT_READ_FAILED
+    return EXIT_OK
+
+
+class _StopOnSignals:
+    """Route SIGINT and SIGTERM to ``stop`` while the loop runs (main thread only)."""
+
+    def __init__(self, stop: Callable[[], None]) -> None:
+        self._stop = stop
+        self._saved: dict[int, object] = {}
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        log.info("%s: stopping after the current reading", signal.Signals(signum).name)
+        self._stop()
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._saved[sig] = signal.signal(sig, self._handler)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._saved.items():
+            signal.signal(sig, old)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
