@@ -1,4 +1,4 @@
-"""The local Web PubSub's JWT verification, checked against PyJWT (what the service SDK signs with)."""
+"""The local Web PubSub's JWT checks, against PyJWT (what the service SDK signs with)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ from typing import Any
 
 import jwt as pyjwt
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from enviromon_sim.webpubsub import jwt
 from enviromon_sim.webpubsub.errors import AuthError, TokenExpiredError
+from hypothesis import given
+from hypothesis import strategies as st
 
 KEY = "k3y/with+base64=chars"
 AUD = "http://127.0.0.1:8080/api/hubs/enviromon/:send"
@@ -127,7 +126,7 @@ def test_non_numeric_exp_is_refused(exp: Any) -> None:
 
 def test_alg_none_is_refused() -> None:
     """An unsigned token (alg none) is refused even with a valid payload."""
-    token = pyjwt.encode(_claims(), None, algorithm="none")
+    token = pyjwt.encode(_claims(), "", algorithm="none")
     with pytest.raises(AuthError, match="HS256"):
         jwt.verify(token, KEY, audience=AUD, now=NOW)
 

@@ -7,9 +7,6 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from enviromon_sim.webpubsub import protocol
 from enviromon_sim.webpubsub.errors import MessageTooLargeError, ProtocolError
 from enviromon_sim.webpubsub.protocol import (
@@ -21,6 +18,8 @@ from enviromon_sim.webpubsub.protocol import (
     Permissions,
     SendToGroup,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 json_values = st.recursive(
     st.none()

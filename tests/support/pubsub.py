@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
-from websockets.sync.client import ClientConnection, connect
-
 from enviromon_sim.webpubsub.protocol import JSON_SUBPROTOCOL
 from enviromon_sim.webpubsub.server import WebPubSubThread
+from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 HUB = "enviromon"
 WAIT_S = 5.0
@@ -50,7 +50,7 @@ def open_client(
     With ``subprotocol`` the ``connected`` system event is read first, so the client is
     registered when this returns and the next frame is whatever is sent after.
     """
-    token: dict[str, Any] = service_client(pubsub, hub).get_client_access_token(
+    token: Any = service_client(pubsub, hub).get_client_access_token(
         roles=list(roles),
         groups=list(groups),
         user_id=user_id,
@@ -58,11 +58,13 @@ def open_client(
     )
     ws = connect(
         token["url"],
-        subprotocols=[JSON_SUBPROTOCOL] if subprotocol else None,  # type: ignore[list-item]
+        subprotocols=[Subprotocol(JSON_SUBPROTOCOL)] if subprotocol else None,
         open_timeout=WAIT_S,
         close_timeout=WAIT_S,
         compression=None,
+        legacy=True,  # returned open, and still usable as a context manager
     )
+    assert isinstance(ws, ClientConnection)
     if subprotocol:
         event = recv_json(ws)
         assert event["type"] == "system" and event["event"] == "connected", event
