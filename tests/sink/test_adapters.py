@@ -6,6 +6,7 @@ import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from azure.eventhub import EventData
 from azure.eventhub._pyamqp.message import Message, Properties
@@ -100,7 +101,9 @@ def test_event_log_events(tmp_path: Path) -> None:
     assert inbound[1].body == b"\xff\xfe"
 
 
-def _received(body: list[bytes], annotations: dict[bytes, object], app: dict[bytes, bytes]) -> EventData:
+def _received(
+    body: list[bytes], annotations: dict[str | bytes, Any], app: dict[str | bytes, Any]
+) -> EventData:
     """An EventData as azure-eventhub builds it from a received AMQP message."""
     message = Message(
         data=body,
@@ -148,9 +151,7 @@ def test_adapter_never_raises_on_odd_metadata(
     device: str | None, props: dict[str, object], body: bytes
 ) -> None:
     """Whatever the property bag holds, the adapter yields str -> str and the exact body."""
-    inbound = adapters.from_function_events(
-        function_batch([HubMessage(body, device, None, props)])
-    )
+    inbound = adapters.from_function_events(function_batch([HubMessage(body, device, None, props)]))
     assert inbound[0].body == body
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in inbound[0].properties.items())
     assert inbound[0].device_id == (device or None)

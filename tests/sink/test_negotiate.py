@@ -50,7 +50,13 @@ def test_receive_only_token_cannot_join_or_send(pubsub: Any) -> None:
         join_ack = recv_json(ws)
         ws.send(
             json.dumps(
-                {"type": "sendToGroup", "group": "admins", "dataType": "text", "data": "x", "ackId": 2}
+                {
+                    "type": "sendToGroup",
+                    "group": "admins",
+                    "dataType": "text",
+                    "data": "x",
+                    "ackId": 2,
+                }
             )
         )
         send_ack = recv_json(ws)
@@ -70,7 +76,9 @@ def test_negotiate_response(pubsub: Any) -> None:
         webpubsub_connection_string=pubsub.connection_string,
         negotiate_minutes=10,
     )
-    response = api.negotiate(token_source_from_settings(settings), minutes=settings.negotiate_minutes)
+    response = api.negotiate(
+        token_source_from_settings(settings), minutes=settings.negotiate_minutes
+    )
     assert response.status == 200
     assert response.headers["Cache-Control"] == "no-store"
     body = response.json()

@@ -45,7 +45,9 @@ def reading(device: str, seq: int, pad: int = 0) -> dict[str, Any]:
 
 
 def batch(devices: int, per_device: int, pad: int = 0) -> Batch:
-    readings = [reading(f"pi-{d}", s, pad) for s in range(1, per_device + 1) for d in range(devices)]
+    readings = [
+        reading(f"pi-{d}", s, pad) for s in range(1, per_device + 1) for d in range(devices)
+    ]
     states = {f"pi-{d}": {"deviceId": f"pi-{d}", "count": per_device} for d in range(devices)}
     return Batch(readings, states)
 
@@ -195,7 +197,9 @@ def test_settings_choose_the_publisher(pubsub: Any) -> None:
         publisher_from_settings(Settings(tables_connection_string=AZURITE)), NullPublisher
     )
     real = publisher_from_settings(
-        Settings(tables_connection_string=AZURITE, webpubsub_connection_string=pubsub.connection_string)
+        Settings(
+            tables_connection_string=AZURITE, webpubsub_connection_string=pubsub.connection_string
+        )
     )
     assert isinstance(real, WebPubSubPublisher)
     NullPublisher().publish(batch(1, 1))  # accepts a batch and does nothing

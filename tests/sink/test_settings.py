@@ -10,6 +10,7 @@ from enviromon_sink.settings import Settings
 from hypothesis import given
 from hypothesis import strategies as st
 
+WPS = "WEBPUBSUB_CONNECTION_STRING"
 AZURITE = (
     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
     "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
@@ -67,7 +68,10 @@ def test_azurewebjobsstorage_is_the_fallback() -> None:
 
 def test_alert_can_be_switched_off() -> None:
     """'off' disables the temperature threshold."""
-    assert Settings.from_env(env(ENVIROMON_ALERT_TEMPERATURE_HIGH="off")).alert_temperature_high is None
+    assert (
+        Settings.from_env(env(ENVIROMON_ALERT_TEMPERATURE_HIGH="off")).alert_temperature_high
+        is None
+    )
 
 
 @pytest.mark.parametrize(
@@ -76,9 +80,18 @@ def test_alert_can_be_switched_off() -> None:
         ({}, "AZURE_TABLES_CONNECTION_STRING"),
         ({"AZURE_TABLES_CONNECTION_STRING": "   "}, "AZURE_TABLES_CONNECTION_STRING"),
         ({"AZURE_TABLES_CONNECTION_STRING": "nonsense"}, "AZURE_TABLES_CONNECTION_STRING"),
-        (env(WEBPUBSUB_CONNECTION_STRING="Endpoint=ftp://x;AccessKey=k"), "WEBPUBSUB_CONNECTION_STRING"),
-        (env(WEBPUBSUB_CONNECTION_STRING="Endpoint=https://x.example"), "WEBPUBSUB_CONNECTION_STRING"),
-        (env(WEBPUBSUB_CONNECTION_STRING=PUBSUB.replace("8080", "99999")), "WEBPUBSUB_CONNECTION_STRING"),
+        (
+            env(WEBPUBSUB_CONNECTION_STRING="Endpoint=ftp://x;AccessKey=k"),
+            "WEBPUBSUB_CONNECTION_STRING",
+        ),
+        (
+            env(WEBPUBSUB_CONNECTION_STRING="Endpoint=https://x.example"),
+            "WEBPUBSUB_CONNECTION_STRING",
+        ),
+        (
+            env(WEBPUBSUB_CONNECTION_STRING=PUBSUB.replace("8080", "99999")),
+            "WEBPUBSUB_CONNECTION_STRING",
+        ),
         (env(WEBPUBSUB_HUB="9lives"), "WEBPUBSUB_HUB"),
         (env(WEBPUBSUB_HUB="a-b"), "WEBPUBSUB_HUB"),
         (env(ENVIROMON_TABLE_PREFIX="bad_prefix"), "ENVIROMON_TABLE_PREFIX"),
