@@ -1,0 +1,211 @@
+"""Choosing the sensor (auto | bme680 | simulated) and validating SensorSettings."""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import UTC, datetime
+
+import pytest
+from enviro_sensor.errors import ConfigError, SensorError, SensorNotFoundError
+from enviro_sensor.sensors import Bme680Sensor, SensorSettings, SimulatedSensor, open_sensor
+
+from tests.edge.fake_bme680 import DEFAULT_TEMPERATURE, FakeBme680Bus
+
+WHEN = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+FACTORY_LOGGER = "enviro_sensor.sensors.factory"
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_auto_uses_the_chip_when_one_answers(caplog: pytest.LogCaptureFixture) -> None:
+    """auto + a BME680 on the bus: the real sensor, and no fallback warning."""
+    caplog.set_level(logging.INFO)
+    sensor = open_sensor(
+        SensorSettings(kind="auto"), device_id="pi-1", i2c_device=FakeBme680Bus(addresses=(0x77,))
+    )
+    assert isinstance(sensor, Bme680Sensor)
+    assert sensor.source == "bme680"
+    assert sensor.read().temperature == pytest.approx(DEFAULT_TEMPERATURE, abs=0.005)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_auto_falls_back_at_start_up_with_a_loud_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """auto + no chip: simulated readings, and one WARNING saying so and why."""
+    caplog.set_level(logging.INFO)
+    sensor = open_sensor(
+        SensorSettings(kind="auto", simulated_seed=5),
+        device_id="pi-1",
+        i2c_device=FakeBme680Bus(addresses=()),
+        now=lambda: WHEN,
+    )
+    assert isinstance(sensor, SimulatedSensor)
+    assert sensor.source == "simulated"
+    assert sensor.seed == 5
+    assert sensor.read().source == "simulated"
+    warnings = [
+        r for r in caplog.records if r.name == FACTORY_LOGGER and r.levelno == logging.WARNING
+    ]
+    assert len(warnings) == 1
+    text = warnings[0].getMessage()
+    assert "SIMULATED" in text
+    assert "0x76" in text and "0x77" in text
+
+
+def test_auto_without_an_i2c_bus_falls_back(caplog: pytest.LogCaptureFixture) -> None:
+    """auto with no /dev/i2c-N at all (a laptop, a container without the device): simulated."""
+    caplog.set_level(logging.WARNING)
+    sensor = open_sensor(SensorSettings(kind="auto", i2c_bus=251), device_id="laptop")
+    assert sensor.source == "simulated"
+    assert any("/dev/i2c-251" in r.getMessage() for r in caplog.records)
+
+
+def test_bme680_kind_raises_when_no_chip_answers() -> None:
+    """kind bme680 never falls back: SensorNotFoundError naming both addresses."""
+    with pytest.raises(SensorNotFoundError, match=r"0x76 and 0x77"):
+        open_sensor(
+            SensorSettings(kind="bme680"), device_id="pi-1", i2c_device=FakeBme680Bus(addresses=())
+        )
+
+
+def test_simulated_kind_never_touches_the_bus() -> None:
+    """kind simulated: a simulated sensor, seeded from the device id, bus untouched."""
+    bus = FakeBme680Bus()
+    sensor = open_sensor(
+        SensorSettings(kind="simulated"), device_id="pi-garage", i2c_device=bus, now=lambda: WHEN
+    )
+    assert isinstance(sensor, SimulatedSensor)
+    assert bus.operations == 0
+    assert sensor.read() == SimulatedSensor(device_id="pi-garage", now=lambda: WHEN).read()
+
+
+def test_auto_does_not_fall_back_when_a_chip_answers_but_fails() -> None:
+    """A chip that answers but fails set-up is an error, not a reason to simulate."""
+    bus = FakeBme680Bus()
+    bus.fail_next(1, after=1)
+    with pytest.raises(SensorError) as info:
+        open_sensor(SensorSettings(kind="auto"), device_id="pi-1", i2c_device=bus)
+    assert not isinstance(info.value, SensorNotFoundError)
+
+
+def test_mid_run_failure_in_auto_mode_never_yields_simulated_readings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """auto found a chip; it fails mid-run: reads raise, health shows it, nothing simulated."""
+    caplog.set_level(logging.INFO)
+    bus = FakeBme680Bus()
+    clock = FakeClock()
+    sensor = open_sensor(
+        SensorSettings(kind="auto"),
+        device_id="pi-1",
+        i2c_device=bus,
+        monotonic=clock,
+        sleep=lambda _s: None,
+        rng=random.Random(3),
+    )
+    assert sensor.read().source == "bme680"
+    bus.unplugged = True
+    outcomes: list[str] = []
+    for _ in range(30):
+        clock.now += 5.0
+        try:
+            outcomes.append(sensor.read().source)
+        except SensorError:
+            outcomes.append("error")
+    assert set(outcomes) == {"error"}
+    assert sensor.source == "bme680"
+    assert sensor.health.state == "failed"
+    assert not any("SIMULATED" in r.getMessage() for r in caplog.records)
+    bus.unplugged = False
+    clock.now += 120.0
+    assert sensor.read().source == "bme680"
+    assert sensor.health.state == "ok"
+
+
+# -- SensorSettings ------------------------------------------------------------------------------
+
+
+def test_settings_defaults() -> None:
+    """Defaults: auto, bus 1, probe both addresses, 320 °C / 150 ms, 8x/2x/4x, filter 3."""
+    s = SensorSettings()
+    assert (s.kind, s.i2c_bus, s.i2c_address, s.addresses) == ("auto", 1, None, (0x76, 0x77))
+    assert (s.heater_temperature, s.heater_duration) == (320, 150)
+    assert (s.temperature_oversampling, s.humidity_oversampling, s.pressure_oversampling) == (
+        8,
+        2,
+        4,
+    )
+    assert s.filter_size == 3
+    assert s.read_retries >= 1
+    assert s.simulated_seed is None
+    assert SensorSettings(i2c_address=0x77).addresses == (0x77,)
+
+
+def test_settings_are_frozen_and_keyword_only() -> None:
+    """Settings cannot be changed after the fact, nor built positionally."""
+    s = SensorSettings()
+    with pytest.raises(AttributeError):
+        s.kind = "bme680"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        SensorSettings("bme680")  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("kind", "bme280", "sensor kind must be one of auto, bme680, simulated"),
+        ("i2c_bus", -1, "i2c_bus must be between 0 and 255"),
+        ("i2c_bus", "1", "i2c_bus must be an integer"),
+        ("i2c_bus", True, "i2c_bus must be an integer"),
+        ("i2c_address", 0x40, "i2c_address must be 0x76 or 0x77"),
+        ("heater_temperature", 199, "heater_temperature must be between 200 and 400 °C"),
+        ("heater_temperature", 401, "heater_temperature must be between 200 and 400 °C"),
+        ("heater_duration", 0, "heater_duration must be between 1 and 4032 ms"),
+        ("heater_duration", 4033, "heater_duration must be between 1 and 4032 ms"),
+        ("heater_duration", 150.0, "heater_duration must be an integer"),
+        (
+            "temperature_oversampling",
+            3,
+            "temperature_oversampling must be one of 0, 1, 2, 4, 8, 16",
+        ),
+        ("humidity_oversampling", 32, "humidity_oversampling must be one of"),
+        ("pressure_oversampling", -1, "pressure_oversampling must be one of"),
+        ("filter_size", 5, "filter_size must be one of 0, 1, 3, 7, 15, 31, 63, 127"),
+        ("read_retries", -1, "read_retries must be between 0 and 20"),
+        ("read_retries", 21, "read_retries must be between 0 and 20"),
+        ("simulated_seed", 1.5, "simulated_seed must be an integer"),
+    ],
+)
+def test_invalid_settings_raise_config_error_with_the_reason(
+    field: str, value: object, reason: str
+) -> None:
+    """Each out-of-range or wrongly typed value is refused with a clear reason."""
+    with pytest.raises(ConfigError) as info:
+        SensorSettings(**{field: value})  # type: ignore[arg-type]
+    assert reason in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"heater_temperature": 200, "heater_duration": 1},
+        {"heater_temperature": 400, "heater_duration": 4032},
+        {"i2c_address": 0x76},
+        {"temperature_oversampling": 0, "humidity_oversampling": 16, "filter_size": 127},
+        {"read_retries": 0, "simulated_seed": -3},
+    ],
+)
+def test_valid_edge_values_are_accepted(kwargs: dict[str, int]) -> None:
+    """The bounds themselves are valid."""
+    s = SensorSettings(**kwargs)  # type: ignore[arg-type]
+    for key, value in kwargs.items():
+        assert getattr(s, key) == value
