@@ -112,8 +112,10 @@ class EventLog:
                     ),
                 )
                 seq = cur.lastrowid
-                assert seq is not None  # noqa: S101 - sqlite always sets it after INSERT
-                out.append(Event(seq, now, dict(ev.system_properties), dict(ev.properties), ev.body))
+                assert seq is not None
+                out.append(
+                    Event(seq, now, dict(ev.system_properties), dict(ev.properties), ev.body)
+                )
         return out
 
     def read_after(self, sequence_number: int, *, max_events: int = 100) -> list[Event]:
@@ -151,7 +153,9 @@ class EventLog:
         """The next batch after the group's checkpoint. Reading does not move the checkpoint."""
         return self.read_after(self.checkpoint_of(consumer_group), max_events=max_events)
 
-    def checkpoint(self, sequence_number: int, *, consumer_group: str = DEFAULT_CONSUMER_GROUP) -> None:
+    def checkpoint(
+        self, sequence_number: int, *, consumer_group: str = DEFAULT_CONSUMER_GROUP
+    ) -> None:
         """Record that the group has processed everything up to ``sequence_number``.
 
         A checkpoint never moves backwards.

@@ -1,0 +1,387 @@
+"""The local IoT Hub as one object: listeners around a `HubCore`, plus a thread runner.
+
+``Hub`` (async ``start``/``stop``/``restart``) opens:
+- the MQTT/TLS listener (port 8883 by default, as the SDK always dials 8883);
+- optionally an HTTP CONNECT listener (``proxy_port``): the SDK's documented ``proxy_options``
+  lets a client reach a hub on any port, which is how parallel tests avoid fixed ports;
+- the admin HTTP API on 127.0.0.1 (``admin.py``);
+- optionally the IoT Edge workload API on a unix socket (``workload.py``).
+It writes ``hub.json`` (ports, admin URL and token, CA path) into the state dir for the CLI.
+
+``HubThread`` runs a Hub on its own event loop in a background thread, for sync code and tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import os
+import secrets
+import ssl
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from enviromon_sim.iothub.eventlog import EventLog
+from enviromon_sim.iothub.registry import Credentials, Registry, connection_string
+from enviromon_sim.iothub.server import HubCore
+from enviromon_sim.iothub.tls import TlsFiles, ensure_dev_certs, server_context
+from enviromon_sim.iothub.topics import Identity
+from enviromon_sim.iothub.twins import TwinStore
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+STATE_FILE = "hub.json"
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    """How to run the hub. Ports of 0 mean "pick a free one"; None means "do not open".
+
+    Attributes:
+        state_dir: registry, twins, sessions, event log, certificates, hub.json.
+        hostname: the IoT Hub host name in connection strings and SAS resource URIs.
+        host: the address every listener binds (loopback only).
+        mqtt_port: MQTT over TLS. The SDK always connects to 8883.
+        proxy_port: HTTP CONNECT tunnel into the MQTT listener, for clients given
+            ``proxy_options`` (tests on free ports).
+        admin_port: the admin HTTP API.
+        workload_socket: path of the IoT Edge workload API unix socket.
+        workload_device_id: the edge device whose modules the workload API signs for.
+    """
+
+    state_dir: Path
+    hostname: str = "localhost"
+    host: str = "127.0.0.1"
+    mqtt_port: int | None = 8883
+    proxy_port: int | None = None
+    admin_port: int | None = 0
+    workload_socket: Path | None = None
+    workload_device_id: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("mqtt_port", "proxy_port", "admin_port"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 65535:
+                raise ValueError(f"{name} must be 0..65535, got {value}")
+        if not self.hostname or "/" in self.hostname:
+            raise ValueError(f"invalid hostname {self.hostname!r}")
+        if self.workload_socket is not None and not self.workload_device_id:
+            raise ValueError("workload_socket needs workload_device_id")
+
+
+class Hub:
+    """The local IoT Hub. Create, ``await start()``, use, ``await stop()``."""
+
+    def __init__(self, config: HubConfig) -> None:
+        """Prepare the hub; nothing is opened until ``start``."""
+        self.config = config
+        self.state_dir = Path(config.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+        self.tls: TlsFiles = ensure_dev_certs(self.state_dir / "tls")
+        self.registry = Registry(self.state_dir / "registry.json")
+        self.admin_token = secrets.token_urlsafe(24)
+        self.core: HubCore | None = None
+        self.event_log: EventLog | None = None
+        self.mqtt_port: int | None = None
+        self.proxy_port: int | None = None
+        self.admin_port: int | None = None
+        self._ssl: ssl.SSLContext = server_context(self.tls)
+        self._servers: list[asyncio.Server] = []
+        self._runners: list[web.AppRunner] = []
+
+    # ----- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the state and every listener."""
+        self.event_log = EventLog(self.state_dir / "events.sqlite")
+        self.core = HubCore(
+            state_dir=self.state_dir,
+            hostname=self.config.hostname,
+            registry=self.registry,
+            twins=TwinStore(self.state_dir / "twins.json"),
+            event_log=self.event_log,
+        )
+        self.core.start()
+        await self._open_mqtt(
+            self.mqtt_port or self.config.mqtt_port, self.proxy_port or self.config.proxy_port
+        )
+        if self.config.admin_port is not None and not self._runners:
+            from enviromon_sim.iothub.admin import make_admin_app
+
+            runner = web.AppRunner(make_admin_app(self), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, self.config.host, self.admin_port or self.config.admin_port)
+            await site.start()
+            self.admin_port = _site_port(runner)
+            self._runners.append(runner)
+            if self.config.workload_socket is not None:
+                from enviromon_sim.iothub.workload import make_workload_app
+
+                wl = web.AppRunner(make_workload_app(self), access_log=None)
+                await wl.setup()
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.config.workload_socket)
+                await web.UnixSite(wl, str(self.config.workload_socket)).start()
+                self._runners.append(wl)
+        self._write_state()
+        logger.info(
+            "hub up: mqtt %s, proxy %s, admin %s", self.mqtt_port, self.proxy_port, self.admin_url
+        )
+
+    async def _open_mqtt(self, mqtt_port: int | None, proxy_port: int | None) -> None:
+        assert self.core is not None
+        host = self.config.host
+        if mqtt_port is not None:
+            srv = await asyncio.start_server(
+                self.core.serve, host, mqtt_port, ssl=self._ssl, ssl_handshake_timeout=10
+            )
+            self.mqtt_port = srv.sockets[0].getsockname()[1]
+            self._servers.append(srv)
+        if proxy_port is not None:
+            srv = await asyncio.start_server(self._serve_tunnel, host, proxy_port)
+            self.proxy_port = srv.sockets[0].getsockname()[1]
+            self._servers.append(srv)
+
+    async def _close_mqtt(self) -> None:
+        for srv in self._servers:
+            srv.close()
+        if self.core is not None:
+            await self.core.close()
+        for srv in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(srv.wait_closed(), 5)
+        self._servers.clear()
+        if self.event_log is not None:
+            self.event_log.close()
+        self.core = None
+        self.event_log = None
+
+    async def stop(self) -> None:
+        """Close every listener and connection, keeping all state on disk."""
+        await self._close_mqtt()
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+        with contextlib.suppress(FileNotFoundError):
+            (self.state_dir / STATE_FILE).unlink()
+
+    async def restart(self, down_seconds: float = 0.0) -> None:
+        """Stop the MQTT side, stay down, come back with state reloaded from disk.
+
+        Every connection is dropped; sessions, twins and the event log are read back from the
+        state dir, and the listeners reopen on the same ports.
+        """
+        await self._close_mqtt()
+        await asyncio.sleep(down_seconds)
+        self.event_log = EventLog(self.state_dir / "events.sqlite")
+        self.core = HubCore(
+            state_dir=self.state_dir,
+            hostname=self.config.hostname,
+            registry=self.registry,
+            twins=TwinStore(self.state_dir / "twins.json"),
+            event_log=self.event_log,
+        )
+        self.core.start()
+        await self._open_mqtt(
+            self.mqtt_port if self.config.mqtt_port is not None else None,
+            self.proxy_port if self.config.proxy_port is not None else None,
+        )
+
+    # ----- helpers ---------------------------------------------------------------------
+    @property
+    def admin_url(self) -> str | None:
+        """Base URL of the admin API (None when it is not open)."""
+        return f"http://{self.config.host}:{self.admin_port}" if self.admin_port else None
+
+    def _write_state(self) -> None:
+        state = {
+            "pid": os.getpid(),
+            "hostname": self.config.hostname,
+            "mqtt_port": self.mqtt_port,
+            "proxy_port": self.proxy_port,
+            "admin_url": self.admin_url,
+            "admin_token": self.admin_token,
+            "ca": str(self.tls.ca_cert),
+            "workload_socket": str(self.config.workload_socket or ""),
+        }
+        path = self.state_dir / STATE_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(state, fh, indent=2)
+
+    def connection_string(self, identity: Identity) -> str:
+        """The connection string of a registered device or module."""
+        return connection_string(self.config.hostname, self.registry.get(identity))
+
+    def add(self, identity: Identity) -> Credentials:
+        """Register (if needed) a device or module; return its credentials."""
+        return self.registry.ensure(identity)
+
+    async def _serve_tunnel(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """An HTTP CONNECT tunnel that always leads to this hub's MQTT/TLS service.
+
+        PySocks (the SDK's proxy support) sends ``CONNECT host:8883`` and waits for a 200
+        status line; TLS then starts on the same socket, so the tunnel can hand the stream
+        straight to the MQTT handler after ``start_tls``.
+        """
+        assert self.core is not None
+        core = self.core
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            method = head.split(b" ", 1)[0]
+            if method != b"CONNECT":
+                writer.write(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+                writer.close()
+                return
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await writer.drain()
+            await asyncio.wait_for(writer.start_tls(self._ssl), 10)
+        except (
+            OSError,
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ssl.SSLError,
+        ) as exc:
+            logger.debug("tunnel setup failed: %r", exc)
+            writer.close()
+            return
+        await core.serve(reader, writer)
+
+
+def _site_port(runner: web.AppRunner) -> int:
+    server = runner.server
+    assert server is not None
+    for site in runner.sites:
+        srv = getattr(site, "_server", None)
+        if srv is not None and srv.sockets:
+            return int(srv.sockets[0].getsockname()[1])
+    raise RuntimeError("admin site has no socket")
+
+
+def read_state(state_dir: str | Path) -> dict[str, Any] | None:
+    """The running hub's ``hub.json`` (None when no hub has written one)."""
+    path = Path(state_dir) / STATE_FILE
+    try:
+        data: dict[str, Any] = json.loads(path.read_text("utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return data
+
+
+class HubThread:
+    """Run a `Hub` on its own event loop in a daemon thread (for tests and sync tools).
+
+    Every method is safe to call from any other thread; each waits at most ``timeout`` s.
+    """
+
+    def __init__(self, config: HubConfig, *, timeout: float = 30.0) -> None:
+        """Prepare; call ``start`` to run."""
+        self.config = config
+        self.timeout = timeout
+        self.loop = asyncio.new_event_loop()
+        self.hub = Hub(config)
+        self._thread = threading.Thread(target=self._run, name="local-iothub", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the hub's loop and wait for its result."""
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return fut.result(timeout or self.timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise
+
+    def run(self, fn: Any, *args: Any) -> Any:
+        """Call a plain function on the hub's loop (for HubCore methods that touch sessions)."""
+
+        async def _call() -> Any:
+            return fn(*args)
+
+        return self.call(_call())
+
+    def start(self) -> HubThread:
+        """Start the thread and the hub."""
+        self._thread.start()
+        self.call(self.hub.start())
+        return self
+
+    def stop(self) -> None:
+        """Stop the hub and the thread."""
+        try:
+            self.call(self.hub.stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(self.timeout)
+            self.loop.close()
+
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Stop the whole hub and start a new `Hub` object on the same ports and state dir.
+
+        Nothing survives but what is on disk.
+        """
+        old = self.hub
+        self.call(old.stop())
+        config = replace(
+            self.config,
+            mqtt_port=old.mqtt_port if self.config.mqtt_port is not None else None,
+            proxy_port=old.proxy_port if self.config.proxy_port is not None else None,
+            admin_port=old.admin_port if self.config.admin_port is not None else None,
+        )
+        self.call(asyncio.sleep(down_seconds), timeout=down_seconds + self.timeout)
+        self.hub = Hub(config)
+        self.call(self.hub.start())
+
+    @property
+    def core(self) -> HubCore:
+        """The running hub's core."""
+        assert self.hub.core is not None
+        return self.hub.core
+
+    def drop_connections(self) -> int:
+        """Fault: abort every connection."""
+        return int(self.run(self.core.drop_connections))
+
+    def refuse_connections(self, seconds: float) -> None:
+        """Fault: refuse CONNECTs for ``seconds``."""
+        self.run(self.core.refuse_connections, seconds)
+
+    def hold_pubacks(self, hold: bool) -> None:
+        """Fault: hold back (True) or release (False) PUBACKs."""
+        self.run(self.core.hold_pubacks, hold)
+
+    def invoke(
+        self, identity: Identity, name: str, payload: Any, timeout: float = 10.0
+    ) -> tuple[int, Any]:
+        """Call a direct method; (status, payload)."""
+        return self.call(self.core.invoke_method(identity, name, payload, timeout), timeout + 5)
+
+    def patch_desired(self, identity: Identity, patch: dict[str, Any]) -> dict[str, Any]:
+        """Patch desired properties and push them to the client."""
+        result: dict[str, Any] = self.run(self.core.patch_desired, identity, patch)
+        return result
+
+    def get_twin(self, identity: Identity) -> dict[str, Any]:
+        """The service view of a twin."""
+        result: dict[str, Any] = self.run(self.core.get_twin, identity)
+        return result
+
+    def online(self, identity: Identity) -> bool:
+        """Whether ``identity`` has a live connection."""
+        return bool(self.run(self.core.online, identity))

@@ -1,0 +1,172 @@
+"""The identity registry: devices and their modules, with generated keys.
+
+Kept as one JSON file in the state directory (``registry.json``, mode 0600, under the
+gitignored ``.enviromon/``), so keys are generated at run time and never committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from enviromon_sim.iothub.errors import DeviceExistsError, DeviceNotFoundError, InvalidIdError
+from enviromon_sim.iothub.sas import generate_key
+from enviromon_sim.iothub.topics import Identity
+
+# IoT Hub's documented id alphabet: ASCII letters and digits plus - . % _ * ? ! ( ) , : = @ $ '
+# (no '/', '+' or '#', so an id can never be mistaken for a topic level or wildcard).
+_ID = re.compile(r"[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}")
+
+
+def check_id(value: str, what: str = "device id") -> str:
+    """Return ``value`` if IoT Hub would accept it as an id, else raise InvalidIdError."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise InvalidIdError(
+            f"invalid {what} {value!r}: 1-128 of A-Z a-z 0-9 - . % _ * ? ! ( ) , : = @ $ '"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a device or module needs to connect."""
+
+    identity: Identity
+    key: str
+    generation_id: str | None = None
+
+
+def connection_string(
+    hostname: str, creds: Credentials, gateway_hostname: str | None = None
+) -> str:
+    """``HostName=...;DeviceId=...[;ModuleId=...];SharedAccessKey=...[;GatewayHostName=...]``."""
+    parts = [f"HostName={hostname}", f"DeviceId={creds.identity.device_id}"]
+    if creds.identity.module_id:
+        parts.append(f"ModuleId={creds.identity.module_id}")
+    parts.append(f"SharedAccessKey={creds.key}")
+    if gateway_hostname:
+        parts.append(f"GatewayHostName={gateway_hostname}")
+    return ";".join(parts)
+
+
+class Registry:
+    """Devices and modules, persisted to ``path``. Thread-safe."""
+
+    def __init__(self, path: str | Path) -> None:
+        """Load the registry at ``path`` (an absent file is an empty registry)."""
+        self._path = Path(path)
+        self._lock = threading.Lock()
+        self._devices: dict[str, dict[str, Any]] = {}
+        self._mtime_ns = -1
+        self._load()
+
+    @property
+    def path(self) -> Path:
+        """Where the registry is stored."""
+        return self._path
+
+    def _load(self) -> None:
+        try:
+            stat = self._path.stat()
+        except FileNotFoundError:
+            self._devices = {}
+            return
+        if stat.st_mtime_ns == self._mtime_ns:
+            return
+        data = json.loads(self._path.read_text("utf-8"))
+        self._devices = dict(data.get("devices", {}))
+        self._mtime_ns = stat.st_mtime_ns
+
+    def _save(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"devices": self._devices}, fh, indent=2, sort_keys=True)
+        os.replace(tmp, self._path)
+        self._mtime_ns = self._path.stat().st_mtime_ns
+
+    def add_device(self, device_id: str) -> Credentials:
+        """Register a device with a fresh key."""
+        check_id(device_id)
+        with self._lock:
+            self._load()
+            if device_id in self._devices:
+                raise DeviceExistsError(f"device {device_id!r} already exists")
+            self._devices[device_id] = {"key": generate_key(), "modules": {}}
+            self._save()
+            return Credentials(Identity(device_id), self._devices[device_id]["key"])
+
+    def add_module(self, device_id: str, module_id: str) -> Credentials:
+        """Register a module of an existing device, with a fresh key and generation id."""
+        check_id(module_id, "module id")
+        with self._lock:
+            self._load()
+            device = self._devices.get(device_id)
+            if device is None:
+                raise DeviceNotFoundError(f"no device {device_id!r}")
+            if module_id in device["modules"]:
+                raise DeviceExistsError(f"module {device_id}/{module_id} already exists")
+            entry = {"key": generate_key(), "generationId": secrets.token_hex(8)}
+            device["modules"][module_id] = entry
+            self._save()
+            return Credentials(Identity(device_id, module_id), entry["key"], entry["generationId"])
+
+    def ensure(self, identity: Identity) -> Credentials:
+        """Credentials for ``identity``, registering the device and module if missing."""
+        try:
+            return self.get(identity)
+        except DeviceNotFoundError:
+            pass
+        with contextlib.suppress(DeviceExistsError):
+            self.add_device(identity.device_id)
+        if identity.module_id:
+            with contextlib.suppress(DeviceExistsError):
+                self.add_module(identity.device_id, identity.module_id)
+        return self.get(identity)
+
+    def get(self, identity: Identity) -> Credentials:
+        """Credentials of a registered device or module."""
+        with self._lock:
+            self._load()
+            device = self._devices.get(identity.device_id)
+            if device is None:
+                raise DeviceNotFoundError(f"no device {identity.device_id!r}")
+            if identity.module_id is None:
+                return Credentials(identity, device["key"])
+            module = device["modules"].get(identity.module_id)
+            if module is None:
+                raise DeviceNotFoundError(f"no module {identity.client_id!r}")
+            return Credentials(identity, module["key"], module["generationId"])
+
+    def remove(self, identity: Identity) -> None:
+        """Delete a device (with its modules) or one module."""
+        with self._lock:
+            self._load()
+            device = self._devices.get(identity.device_id)
+            if device is None:
+                raise DeviceNotFoundError(f"no device {identity.device_id!r}")
+            if identity.module_id is None:
+                del self._devices[identity.device_id]
+            elif device["modules"].pop(identity.module_id, None) is None:
+                raise DeviceNotFoundError(f"no module {identity.client_id!r}")
+            self._save()
+
+    def list(self) -> list[Identity]:
+        """Every device and module, devices first within each device."""
+        with self._lock:
+            self._load()
+            out: list[Identity] = []
+            for device_id in sorted(self._devices):
+                out.append(Identity(device_id))
+                out.extend(
+                    Identity(device_id, m) for m in sorted(self._devices[device_id]["modules"])
+                )
+            return out
