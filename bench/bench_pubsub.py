@@ -25,6 +25,7 @@ from pathlib import Path
 
 import websockets
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
+from websockets.typing import Subprotocol
 
 CLIENTS = 10
 MESSAGES = 2000
@@ -60,7 +61,10 @@ def _start_server(key_file: Path) -> tuple[subprocess.Popen[str], str]:
 
 async def _receive(url: str, counts: list[int], index: int, done: asyncio.Event) -> None:
     async with websockets.connect(
-        url, subprotocols=["json.webpubsub.azure.v1"], compression=None, open_timeout=10
+        url,
+        subprotocols=[Subprotocol("json.webpubsub.azure.v1")],
+        compression=None,
+        open_timeout=10,
     ) as ws:
         json.loads(await asyncio.wait_for(ws.recv(), 10))  # connected event
         done.set()
