@@ -482,14 +482,14 @@ class ConfigStore:
     def load(self, base: ModuleConfig) -> ModuleConfig:
         """``base`` with the stored config applied, or ``base`` when there is none usable."""
         try:
-            text = self._path.read_text("utf-8")
+            raw = self._path.read_bytes()
         except FileNotFoundError:
             return base
         except OSError as exc:
             log.warning("cannot read stored config %s (%s); using defaults", self._path, exc)
             return base
         try:
-            data = json.loads(text)
+            data = json.loads(raw.decode("utf-8"))
             if not isinstance(data, dict) or data.get("format") != STORE_FORMAT:
                 raise ConfigError("not a stored config (format)")
             return base.apply_patch(data["desired"])

@@ -1,0 +1,175 @@
+"""The schema-1 envelope: key order, timestamps, ids, compact encoding, packing."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from enviro_sensor.message import (
+    build_reading,
+    check_device_id,
+    encode,
+    format_ts,
+    new_boot_id,
+    pack,
+)
+
+from .pipeline_doubles import assert_valid
+
+TS = datetime(2026, 11, 25, 3, 20, 0, 123456, tzinfo=UTC)
+VALUES = {
+    "temperature": 21.4,
+    "humidity": 45.2,
+    "pressure": 1012.8,
+    "gasResistance": 152000,
+    "iaq": 87.5,
+}
+
+
+def reading(seq: int = 42, *, alert: bool = False, flags: list[str] | None = None):  # type: ignore[no-untyped-def]
+    return build_reading(
+        device_id="pi-kitchen",
+        boot="3f2a9c1e",
+        seq=seq,
+        ts=TS,
+        source="bme680",
+        values=VALUES,
+        calibration=3,
+        flags=flags or [],
+        alert=alert,
+    )
+
+
+def test_reading_is_design_example() -> None:
+    """The envelope is DESIGN's example, key for key and in order, and it validates."""
+    payload = reading().payload
+    assert payload == {
+        "schema": 1,
+        "deviceId": "pi-kitchen",
+        "boot": "3f2a9c1e",
+        "seq": 42,
+        "ts": "2026-11-25T03:20:00.123Z",
+        "source": "bme680",
+        "temperature": 21.4,
+        "humidity": 45.2,
+        "pressure": 1012.8,
+        "gasResistance": 152000,
+        "iaq": 87.5,
+        "calibration": 3,
+        "flags": [],
+    }
+    assert list(payload) == list(json.loads(json.dumps(payload)))
+    assert_valid(payload)
+
+
+def test_missing_values_are_null() -> None:
+    """A value not given is null, and the message still validates."""
+    r = build_reading(
+        device_id="d",
+        boot="abcdef01",
+        seq=1,
+        ts=TS,
+        source="simulated",
+        values={"temperature": 20.0},
+        calibration=0,
+        flags=["gas_unstable"],
+        alert=False,
+    )
+    assert r.payload["gasResistance"] is None and r.payload["iaq"] is None
+    assert_valid(r.payload)
+
+
+def test_flags_deduplicated_in_order() -> None:
+    """The schema wants unique flags: duplicates dropped, first position kept."""
+    r = reading(flags=["gas_unstable", "humidity_out_of_range", "gas_unstable"])
+    assert r.payload["flags"] == ["gas_unstable", "humidity_out_of_range"]
+
+
+def test_ts_is_utc_with_milliseconds_and_z() -> None:
+    """ts: UTC ISO 8601, milliseconds, Z; other zones converted; naive refused."""
+    assert format_ts(TS) == "2026-11-25T03:20:00.123Z"
+    plus_two = timezone(timedelta(hours=2))
+    assert format_ts(datetime(2026, 1, 1, 2, 0, 0, tzinfo=plus_two)) == "2026-01-01T00:00:00.000Z"
+    with pytest.raises(ValueError, match="timezone"):
+        format_ts(datetime(2026, 1, 1))
+
+
+def test_boot_ids_are_random_hex() -> None:
+    """boot: 8 lowercase hex digits, different per start."""
+    ids = {new_boot_id() for _ in range(50)}
+    assert len(ids) == 50
+    assert all(re.fullmatch(r"[0-9a-f]{8}", i) for i in ids)
+
+
+def test_encode_is_compact_utf8_and_refuses_nan() -> None:
+    """Compact JSON (no spaces), UTF-8, and NaN is never encoded."""
+    body = encode({"deviceId": "küche", "v": [1, 2]})
+    assert body == '{"deviceId":"küche","v":[1,2]}'.encode()
+    with pytest.raises(ValueError):
+        encode({"temperature": float("nan")})
+
+
+def test_pack_single() -> None:
+    """One reading per message: the body is the object; id boot:seq; properties."""
+    message = pack([reading(alert=True)], as_array=False)
+    assert json.loads(message.body) == reading().payload
+    assert message.message_id == "3f2a9c1e:42"
+    assert message.properties == {"temperatureAlert": "true", "source": "bme680"}
+    assert_valid(json.loads(message.body))
+    assert b" " not in message.body.replace(b"pi-kitchen", b"")
+
+
+def test_pack_array_uses_first_reading_id() -> None:
+    """Packed readings: a JSON array; message_id is the first reading's; alert if any alerts."""
+    readings = [reading(1), reading(2, alert=True), reading(3)]
+    message = pack(readings, as_array=True)
+    body = json.loads(message.body)
+    assert [r["seq"] for r in body] == [1, 2, 3]
+    assert message.message_id == "3f2a9c1e:1"
+    assert message.properties["temperatureAlert"] == "true"
+    assert_valid(body)
+    assert pack([reading(1)], as_array=True).properties["temperatureAlert"] == "false"
+    assert json.loads(pack([reading(1)], as_array=True).body)[0]["seq"] == 1
+
+
+def test_pack_refuses_nothing_or_unpacked_many() -> None:
+    """No readings, or several without an array, is a programming error."""
+    with pytest.raises(ValueError):
+        pack([], as_array=True)
+    with pytest.raises(ValueError):
+        pack([reading(1), reading(2)], as_array=False)
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 129, "pi\nkitchen", "pi\x00", "\ud800"])
+def test_bad_device_ids_refused(bad: str) -> None:
+    """A device id that cannot travel in a message is refused up front."""
+    with pytest.raises(ValueError):
+        check_device_id(bad)
+
+
+@given(device_id=st.text(min_size=1, max_size=128).filter(lambda s: s.isprintable()))
+def test_any_printable_device_id_encodes_and_validates(device_id: str) -> None:
+    """Hostile but printable device ids (quotes, <script>, emoji) encode to valid JSON."""
+    try:
+        check_device_id(device_id)
+    except ValueError:
+        return  # surrogates
+    r = build_reading(
+        device_id=device_id,
+        boot="abcdef01",
+        seq=1,
+        ts=TS,
+        source="simulated",
+        values=VALUES,
+        calibration=0,
+        flags=[],
+        alert=False,
+    )
+    body = json.loads(pack([r], as_array=False).body)
+    assert body["deviceId"] == device_id
+    assert_valid(body)
