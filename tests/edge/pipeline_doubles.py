@@ -10,7 +10,6 @@ from functools import cache
 from typing import Any
 
 import jsonschema
-
 from enviro_sensor.errors import SensorError
 from enviro_sensor.metrics import telemetry_schema
 from enviro_sensor.reading import RawReading, SourceKind

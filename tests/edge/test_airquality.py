@@ -8,10 +8,9 @@ import math
 from pathlib import Path
 
 import pytest
+from enviro_sensor.airquality import BASELINE_SAMPLES, MIN_BURN_IN_SAMPLES, AirQuality, score
 from hypothesis import given
 from hypothesis import strategies as st
-
-from enviro_sensor.airquality import BASELINE_SAMPLES, MIN_BURN_IN_SAMPLES, AirQuality, score
 
 
 class Tick:

@@ -7,9 +7,6 @@ import math
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from enviro_sensor.calibration import (
     FLAG_CPU_UNAVAILABLE,
     CpuTemperature,
@@ -21,6 +18,8 @@ from enviro_sensor.calibration import (
 from enviro_sensor.config import Calibration, CpuCompensation, Linear
 from enviro_sensor.metrics import metric
 from enviro_sensor.validation import validate
+from hypothesis import given
+from hypothesis import strategies as st
 
 from .pipeline_doubles import raw
 

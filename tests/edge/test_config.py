@@ -9,9 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from enviro_sensor.config import (
     ConfigStore,
     CpuCompensation,
@@ -20,6 +17,8 @@ from enviro_sensor.config import (
     write_atomic,
 )
 from enviro_sensor.errors import ConfigError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 FULL = {
     "telemetryInterval": 30,

@@ -7,9 +7,6 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from enviro_sensor.message import (
     build_reading,
     check_device_id,
@@ -18,6 +15,8 @@ from enviro_sensor.message import (
     new_boot_id,
     pack,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 from .pipeline_doubles import assert_valid
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from enviro_sensor.metrics import all_metrics, edge_metrics, metric
 from enviro_sensor.validation import FLAG_GAS_UNSTABLE, check_value, validate
+from hypothesis import given
+from hypothesis import strategies as st
 
 any_float = st.floats(allow_nan=True, allow_infinity=True)
 
