@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from enviromon_sink.counting import MAX_BOOTS, DeviceState, Outcome, fold
 from enviromon_sink.normalise import BOOT_HUB, Reading
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from tests.sink.helpers import T0
 
 DEV = "pi-kitchen"
@@ -114,7 +115,7 @@ _readings = st.lists(st.builds(r, st.integers(1, 40), _boots), max_size=60)
 def _batches(draw: st.DrawFn, readings: list[Reading]) -> list[list[Reading]]:
     cuts = sorted(draw(st.lists(st.integers(0, len(readings)), max_size=6)))
     bounds = [0, *cuts, len(readings)]
-    return [readings[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [readings[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 @st.composite

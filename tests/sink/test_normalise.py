@@ -6,12 +6,12 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from enviromon_sink import normalise as n
 from enviromon_sink.errors import RejectedMessageError
 from enviromon_sink.events import InboundEvent
+from hypothesis import given
+from hypothesis import strategies as st
+
 from tests.sink.helpers import T0, event, reading_body
 
 
@@ -40,8 +40,9 @@ def test_ours_packed_array_in_order() -> None:
 
 def test_schema_1_bodies_validate_against_the_contract() -> None:
     """The helper's bodies are real schema-1 messages (validated with the contract's schema)."""
-    import jsonschema
     from importlib import resources
+
+    import jsonschema
 
     schema = json.loads(
         resources.files("enviromon_sink").joinpath("contract/telemetry-v1.schema.json").read_text()

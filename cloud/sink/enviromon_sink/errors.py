@@ -21,3 +21,10 @@ class TransientStoreError(SinkError, ConnectionError):
 
 class SettingsError(SinkError, ValueError):
     """A required setting is missing or malformed."""
+
+
+class StoreContentionError(TransientStoreError):
+    """A device's state kept changing under this worker (412 after 412) past the deadline.
+
+    Raised so the host re-runs the whole batch; the replay then counts zero times again.
+    """

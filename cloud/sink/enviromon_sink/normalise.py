@@ -421,6 +421,14 @@ def _check_geo(value: Any) -> None:
     raise RejectedMessageError("geo must be an object of at most 8 numbers")
 
 
+def valid_hub_id(value: str | None) -> str | None:
+    """``value`` if it is a usable hub device/module id, else None (never raises)."""
+    try:
+        return _hub_id(value, "id")
+    except RejectedMessageError:
+        return None
+
+
 def _hub_id(value: str | None, name: str) -> str | None:
     if value is None or value == "":
         return None

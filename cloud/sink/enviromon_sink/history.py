@@ -1,0 +1,198 @@
+"""History: one Table row per reading, idempotent, bounded in time.
+
+PartitionKey is the escaped device id; RowKey is ``<UTC time, fixed width>_<boot>_<seq>``, so
+rows sort by time within a device, a range query is a RowKey range, and a replayed reading lands
+on its own row again (upsert, REPLACE) instead of adding one. Writes go in transactions of at
+most 100 entities (the service's limit; Azurite answers a larger one with a response the SDK
+cannot parse), all in one partition.
+
+Retention: :meth:`HistoryStore.prune` deletes at most ``max_rows`` of a device's rows older
+than a cutoff per call; the processor calls it for each device it touches at most once per
+``prune_interval`` per worker, so the work per batch stays bounded and a device that keeps
+sending keeps its history trimmed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from azure.data.tables import TableClient, UpdateMode
+
+from enviromon_sink.keys import escape_key, unescape_key
+from enviromon_sink.normalise import Reading
+from enviromon_sink.store import translate_errors
+
+_log = logging.getLogger(__name__)
+
+#: The service's limit on entities per transaction.
+MAX_TRANSACTION: Final = 100
+_TS_FORMAT: Final = "%Y%m%dT%H%M%S%fZ"
+
+
+def row_key(reading: Reading) -> str:
+    """Sortable by time, unique per (boot, seq)."""
+    seq = reading.seq if reading.seq is not None else 0
+    return f"{time_key(reading.ts)}_{escape_key(reading.boot)}_{seq:020d}"
+
+
+def time_key(ts: datetime) -> str:
+    """The fixed-width time prefix of a RowKey (UTC, microseconds)."""
+    return ts.astimezone(UTC).strftime(_TS_FORMAT)
+
+
+def to_row(reading: Reading) -> dict[str, Any]:
+    """The history entity of one reading."""
+    return {
+        "PartitionKey": escape_key(reading.device_id),
+        "RowKey": row_key(reading),
+        "DeviceId": reading.device_id,
+        "ModuleId": reading.module_id or "",
+        "Label": reading.label or "",
+        "Boot": reading.boot,
+        "Seq": reading.seq if reading.seq is not None else -1,
+        "Ts": reading.ts,
+        "Source": reading.source,
+        "Values": json.dumps(dict(reading.values), separators=(",", ":")),
+        "Calibration": reading.calibration,
+        "Flags": json.dumps(list(reading.flags), separators=(",", ":")),
+        "Alert": reading.alert,
+    }
+
+
+def reading_json(reading: Reading) -> dict[str, Any]:
+    """A reading as the dashboard, the REST API and Web PubSub see it (JSON-ready).
+
+    Metric values are top-level keys (``temperature``...), as in the telemetry message.
+    """
+    out: dict[str, Any] = {
+        "deviceId": reading.device_id,
+        "moduleId": reading.module_id,
+        "label": reading.label,
+        "boot": reading.boot,
+        "seq": reading.seq,
+        "ts": _iso(reading.ts),
+        "source": reading.source,
+    }
+    out.update(reading.values)
+    out.update(
+        {"calibration": reading.calibration, "flags": list(reading.flags), "alert": reading.alert}
+    )
+    return out
+
+
+def row_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored history row as :func:`reading_json` gives it."""
+    ts = row["Ts"]
+    seq = int(getattr(row["Seq"], "value", row["Seq"]))
+    out: dict[str, Any] = {
+        "deviceId": row.get("DeviceId") or unescape_key(str(row["PartitionKey"])),
+        "moduleId": row.get("ModuleId") or None,
+        "label": row.get("Label") or None,
+        "boot": row["Boot"],
+        "seq": seq if seq >= 0 else None,
+        "ts": _iso(ts) if isinstance(ts, datetime) else str(ts),
+        "source": row.get("Source"),
+    }
+    values = json.loads(row.get("Values", "{}"))
+    if isinstance(values, dict):
+        out.update(values)
+    out.update(
+        {
+            "calibration": int(row.get("Calibration", 0)),
+            "flags": json.loads(row.get("Flags", "[]")),
+            "alert": bool(row.get("Alert", False)),
+        }
+    )
+    return out
+
+
+class HistoryStore:
+    """The history table."""
+
+    def __init__(self, *, table: TableClient) -> None:
+        """Wrap ``table`` (it must exist)."""
+        self._table = table
+
+    def write(self, readings: Iterable[Reading]) -> int:
+        """Upsert one row per reading; returns the number of transactions sent.
+
+        Idempotent: the same reading always lands on the same row. Raises
+        TransientStoreError on transient failures (the caller re-runs the batch).
+        """
+        return upsert_rows(self._table, (to_row(r) for r in readings))
+
+    def query(
+        self, device_id: str, start: datetime, end: datetime, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """The device's readings with ``start <= ts < end``, oldest first, at most ``limit``."""
+        if limit <= 0:
+            return []
+        params = {
+            "pk": escape_key(device_id),
+            "lo": time_key(start),
+            "hi": time_key(end),
+        }
+        out: list[dict[str, Any]] = []
+        with translate_errors():
+            pages = self._table.query_entities(
+                "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                parameters=params,
+                results_per_page=min(limit, 1000),
+            )
+            for row in pages:
+                out.append(row_json(row))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def prune(self, device_id: str, before: datetime, *, max_rows: int = MAX_TRANSACTION) -> int:
+        """Delete up to ``max_rows`` of the device rows older than ``before``; return how many."""
+        keys: list[str] = []
+        with translate_errors():
+            pages = self._table.query_entities(
+                "PartitionKey eq @pk and RowKey lt @hi",
+                parameters={"pk": escape_key(device_id), "hi": time_key(before)},
+                select=["PartitionKey", "RowKey"],
+                results_per_page=min(max_rows, 1000),
+            )
+            for row in pages:
+                keys.append(str(row["RowKey"]))
+                if len(keys) >= max_rows:
+                    break
+            pk = escape_key(device_id)
+            for start in range(0, len(keys), MAX_TRANSACTION):
+                chunk = keys[start : start + MAX_TRANSACTION]
+                self._table.submit_transaction(
+                    [("delete", {"PartitionKey": pk, "RowKey": rk}) for rk in chunk]
+                )
+        return len(keys)
+
+
+def upsert_rows(table: TableClient, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Upsert (REPLACE) rows in per-partition transactions of ≤ 100; returns transactions sent.
+
+    Rows with the same keys are collapsed first (a transaction may not touch a row twice);
+    the last one wins.
+    """
+    by_partition: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for row in rows:
+        by_partition.setdefault(str(row["PartitionKey"]), {})[str(row["RowKey"])] = row
+    sent = 0
+    with translate_errors():
+        for partition in by_partition.values():
+            batch: Sequence[Mapping[str, Any]] = list(partition.values())
+            for start in range(0, len(batch), MAX_TRANSACTION):
+                chunk = batch[start : start + MAX_TRANSACTION]
+                table.submit_transaction(
+                    [("upsert", dict(row), {"mode": UpdateMode.REPLACE}) for row in chunk]
+                )
+                sent += 1
+    return sent
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

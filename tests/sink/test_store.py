@@ -1,0 +1,127 @@
+"""Device state in Azurite: conditional writes, the cached ETag, 412 handling, key escaping."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from azure.data.tables import TableServiceClient
+from enviromon_sink.counting import DeviceState, fold
+from enviromon_sink.errors import StoreContentionError
+from enviromon_sink.keys import escape_key, table_name, unescape_key
+from enviromon_sink.normalise import Reading
+from enviromon_sink.store import DeviceStateStore, from_entity, to_entity
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.sink.helpers import T0
+
+
+def reading(device: str, seq: int, boot: str = "aaaaaaaa") -> Reading:
+    return Reading(
+        device_id=device,
+        module_id="enviro",
+        label="lbl",
+        boot=boot,
+        seq=seq,
+        ts=T0,
+        source="bme680",
+        values={"temperature": 20.5, "iaq": None},
+        calibration=3,
+        flags=("gas_unstable",),
+        alert=True,
+    )
+
+
+def make_store(conn: str, prefix: str, **kw: object) -> DeviceStateStore:
+    service = TableServiceClient.from_connection_string(conn)
+    name = table_name(prefix, "devices")
+    service.create_table_if_not_exists(name)
+    return DeviceStateStore(table=service.get_table_client(name), **kw)  # type: ignore[arg-type]
+
+
+def folding(readings: list[Reading]):  # type: ignore[no-untyped-def]
+    def change(state: DeviceState | None) -> tuple[DeviceState, int]:
+        new, outcomes = fold(state, readings, device_id=readings[0].device_id)
+        return new, sum(o.counted for o in outcomes)
+
+    return change
+
+
+@given(st.text(max_size=60))
+def test_key_escaping_round_trips_and_is_safe(text: str) -> None:
+    """escape_key is reversible and its output never holds a forbidden key character."""
+    key = escape_key(text)
+    assert unescape_key(key) == text
+    assert not any(c in key for c in "/\\#?") and all(0x20 < ord(c) < 0x7F for c in key)
+
+
+def test_entity_round_trip() -> None:
+    """to_entity/from_entity keep every field, including big Int64 seqs."""
+    state, _ = fold(None, [reading("d", 2**40)])
+    assert from_entity(to_entity(state)) == state
+
+
+def test_create_then_update_with_cached_etag(azurite: str, table_prefix: str) -> None:
+    """First commit creates, later commits update with the cached ETag; state reads back."""
+    store = make_store(azurite, table_prefix)
+    dev = "pi#1?/x"  # characters a PartitionKey may not hold raw
+    _, counted = store.commit(dev, folding([reading(dev, 1), reading(dev, 2)]))
+    _, counted2 = store.commit(dev, folding([reading(dev, 2), reading(dev, 3)]))
+    assert (counted, counted2) == (2, 1)
+    back = store.get(dev)
+    assert back is not None and (back.count, back.duplicates, back.last_seq) == (3, 1, 3)
+    assert back.values == {"temperature": 20.5, "iaq": None} and back.alert
+    assert store.conflicts == 0
+    assert [s.device_id for s in store.list()] == [dev]
+
+
+def test_stale_cache_412_rereads_and_reapplies(azurite: str, table_prefix: str) -> None:
+    """Another worker wrote since our cached ETag: 412, re-read, re-fold, nothing double."""
+    a = make_store(azurite, table_prefix)
+    b = make_store(azurite, table_prefix)
+    dev = "pi-1"
+    a.commit(dev, folding([reading(dev, 1)]))
+    b.commit(dev, folding([reading(dev, 1), reading(dev, 2)]))  # b reads fresh: dup + new
+    a.commit(dev, folding([reading(dev, 2), reading(dev, 3)]))  # a's ETag is stale
+    assert a.conflicts == 1
+    back = a.get(dev)
+    assert back is not None and (back.count, back.duplicates) == (3, 2)
+
+
+def test_concurrent_create_409_is_retried(azurite: str, table_prefix: str) -> None:
+    """Two workers creating the same device: the loser's 409 is re-read and re-applied."""
+    a = make_store(azurite, table_prefix)
+    b = make_store(azurite, table_prefix)
+    dev = "pi-2"
+    calls = []
+
+    def racing(state: DeviceState | None) -> tuple[DeviceState, int]:
+        if not calls:  # b sneaks its create in between a's read and a's create
+            b.commit(dev, folding([reading(dev, 1)]))
+        calls.append(state)
+        return folding([reading(dev, 1), reading(dev, 2)])(state)
+
+    _, counted = a.commit(dev, racing)
+    assert calls[0] is None and calls[1] is not None and counted == 1
+    back = a.get(dev)
+    assert back is not None and back.count == 2 and back.duplicates == 1
+
+
+def test_deadline_raises_contention(azurite: str, table_prefix: str) -> None:
+    """A device that always changes under us ends in StoreContentionError, nothing written."""
+    a = make_store(azurite, table_prefix, deadline_s=0.3, rng=random.Random(1))
+    b = make_store(azurite, table_prefix)
+    dev = "pi-3"
+    b.commit(dev, folding([reading(dev, 1)]))
+    seq = [1]
+
+    def always_beaten(state: DeviceState | None) -> tuple[DeviceState, int]:
+        seq[0] += 1
+        b.commit(dev, folding([reading(dev, seq[0])]))
+        return folding([reading(dev, 1000)])(state)
+
+    with pytest.raises(StoreContentionError):
+        a.commit(dev, always_beaten)
+    back = b.get(dev)
+    assert back is not None and back.last_seq == seq[0]
