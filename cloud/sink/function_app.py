@@ -56,8 +56,7 @@ def services() -> _Services:
             _services = _Services(
                 settings=settings,
                 sink=Sink.from_connection_string(
-                    settings.tables_connection_string,
-                    table_prefix=settings.table_prefix,
+                    settings.tables_connection_string, **settings.sink_options()
                 ),
                 publisher=publisher_from_settings(settings),
                 tokens=token_source_from_settings(settings),

@@ -106,3 +106,32 @@ def http_request(
         route_params=dict(route_params or {}),
         body=b"",
     )
+
+
+def telemetry_body(
+    device: str,
+    seq: int,
+    *,
+    boot: str = "3f2a9c1e",
+    ts: datetime | None = None,
+    temperature: float = 21.4,
+) -> bytes:
+    """A schema-1 telemetry message as the edge module sends it."""
+    stamp = (ts or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return json.dumps(
+        {
+            "schema": 1,
+            "deviceId": device,
+            "boot": boot,
+            "seq": seq,
+            "ts": stamp,
+            "source": "simulated",
+            "temperature": temperature,
+            "humidity": 45.2,
+            "pressure": 1012.8,
+            "gasResistance": None,
+            "iaq": None,
+            "calibration": 0,
+            "flags": [],
+        }
+    ).encode()

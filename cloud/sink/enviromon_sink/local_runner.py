@@ -310,9 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The sim is a dev dependency of the local host only; the sink package never needs it.
     from enviromon_sim.iothub.eventlog import EventLog
 
-    sink = Sink.from_connection_string(
-        settings.tables_connection_string, table_prefix=settings.table_prefix
-    )
+    sink = Sink.from_connection_string(settings.tables_connection_string, **settings.sink_options())
     publisher = publisher_from_settings(settings)
     log = EventLog(Path(args.eventlog))
     server = ApiServer(

@@ -13,6 +13,8 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from enviromon_sink.errors import SettingsError
@@ -155,6 +157,14 @@ class Settings:
                 PUBLISH_TIMEOUT_SECONDS, _get(env, PUBLISH_TIMEOUT_SECONDS) or "5"
             ),
         )
+
+    def sink_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``processor.Sink.from_connection_string``."""
+        return {
+            "table_prefix": self.table_prefix,
+            "temperature_alert": self.alert_temperature_high,
+            "retention": timedelta(days=self.history_retention_days),
+        }
 
     def allowed_origin(self, origin: str | None) -> str | None:
         """The value for ``Access-Control-Allow-Origin`` for a request from ``origin``."""
