@@ -14,7 +14,11 @@ What the LED on `pin` shows, highest precedence first:
    showing does not blink, so the pattern stays readable.
 
 Without GPIO (no pin factory loads: not a Pi, /dev/gpiochip* not mapped into the container),
-or with `enabled=False`, the LED is a no-op that said so in one log line.
+or with `enabled=False`, the LED is a no-op that said so in one log line. A GPIO call that fails
+later (from these methods) also turns it into a no-op, with one log line. Blinking runs in
+gpiozero's own background thread: a write failing inside that thread ends the blink there and is
+reported by Python's thread exception hook, not by this class (GPIO writes to a claimed line do not
+fail in practice; the next state change written from here is guarded as above).
 """
 
 from __future__ import annotations
@@ -244,3 +248,12 @@ class StatusLed:
             )
             self._available = False
             self._shown = self._alert_shown = None
+            # Stop any blink thread still running on the other LED and free the pins.
+            led, alert_led = self._led, self._alert_led
+            self._led = self._alert_led = None
+            for device in (led, alert_led):
+                if device is not None:
+                    try:
+                        device.close()
+                    except Exception:  # already failing: nothing more to say
+                        logger.debug("closing an LED after a GPIO failure failed", exc_info=True)
