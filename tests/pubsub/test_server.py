@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ServiceRequestError
+from enviromon_sim.webpubsub import hub as hubmod
 from enviromon_sim.webpubsub import jwt
 from enviromon_sim.webpubsub.protocol import JSON_SUBPROTOCOL, MAX_MESSAGE_BYTES
 from enviromon_sim.webpubsub.server import WebPubSubThread
@@ -487,3 +491,36 @@ def test_constructor_checks_arguments() -> None:
         WebPubSubThread(access_key="")
     with pytest.raises(ValueError, match="access_key"):
         WebPubSubThread(access_key="a;b")
+
+
+def test_client_that_stops_reading_is_dropped(
+    pubsub: WebPubSubThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that never reads is dropped once its send queue is full; others keep getting."""
+    monkeypatch.setattr(hubmod, "SEND_QUEUE_BYTES", 2 * MAX_MESSAGE_BYTES)
+    client = service_client(pubsub)
+    url = urllib.parse.urlsplit(client.get_client_access_token()["url"])
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.settimeout(WAIT_S)
+    with stalled, open_client(pubsub, max_size=None) as healthy:
+        stalled.connect((url.hostname, url.port))
+        stalled.sendall(
+            f"GET {url.path}?{url.query} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+        )
+        assert stalled.recv(12) == b"HTTP/1.1 101"  # then it never reads again
+        assert pubsub.connection_count == 2
+        chunk = b"x" * (MAX_MESSAGE_BYTES // 2)
+        deadline = time.monotonic() + 20
+        sent = 0
+        while pubsub.connection_count == 2:
+            assert time.monotonic() < deadline, "the stalled client was never dropped"
+            client.send_to_all(chunk, content_type="application/octet-stream")  # type: ignore[call-overload]
+            sent += 1
+            frame = recv_json(healthy)
+            assert base64.b64decode(frame["data"]) == chunk
+        assert sent > 4  # it took more than the queue bound (2 MB) to drop it
+        _marker(pubsub)
+        assert recv_json(healthy)["data"] == "marker"

@@ -44,6 +44,7 @@ def open_client(
     user_id: str | None = None,
     subprotocol: bool = True,
     minutes_to_expire: int = 60,
+    max_size: int | None = 2**20,
 ) -> ClientConnection:
     """A WebSocket client on the URL from the SDK's ``get_client_access_token``.
 
@@ -62,6 +63,7 @@ def open_client(
         open_timeout=WAIT_S,
         close_timeout=WAIT_S,
         compression=None,
+        max_size=max_size,
         legacy=True,  # returned open, and still usable as a context manager
     )
     assert isinstance(ws, ClientConnection)

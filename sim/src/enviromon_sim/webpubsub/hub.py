@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from enviromon_sim.webpubsub import protocol
@@ -18,9 +18,9 @@ from enviromon_sim.webpubsub.protocol import Message, Permissions
 
 logger = logging.getLogger(__name__)
 
-#: Frames a connection may have waiting before it is closed as too slow.
+#: Frames, and bytes, a connection may have waiting before it is dropped as too slow.
 SEND_QUEUE_FRAMES = 10_000
-CLOSE_TOO_SLOW = 1008
+SEND_QUEUE_BYTES = 16 * 1024 * 1024
 CLOSE_GOING_AWAY = 1001
 CLOSE_NORMAL = 1000
 
@@ -47,32 +47,37 @@ class Connection:
     connection_id: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     groups: set[str] = field(default_factory=set)
     seen_ack_ids: set[int] = field(default_factory=set)
-    queue: asyncio.Queue[Outgoing] = field(
-        default_factory=lambda: asyncio.Queue(maxsize=SEND_QUEUE_FRAMES)
-    )
+    queue: asyncio.Queue[Outgoing] = field(default_factory=asyncio.Queue)
+    queued_bytes: int = 0
     closing: bool = False
+    #: Drops the connection at once (the server sets it to abort the TCP transport).
+    abort: Callable[[], None] | None = None
 
     def enqueue(self, frame: Outgoing) -> None:
-        """Queue a frame; a client too slow to keep up is closed rather than buffered forever."""
+        """Queue a frame; a client too slow to keep up is dropped rather than buffered forever."""
         if self.closing:
             return
-        try:
-            self.queue.put_nowait(frame)
-        except asyncio.QueueFull:
-            logger.warning("closing connection %s: send queue full", self.connection_id)
-            self.close(CLOSE_TOO_SLOW, "client too slow: send queue full")
+        size = len(frame) if not isinstance(frame, Close) else 0
+        if self.queue.qsize() >= SEND_QUEUE_FRAMES or self.queued_bytes + size > SEND_QUEUE_BYTES:
+            # Its socket is backed up, so a close frame could not get through either.
+            logger.warning("dropping connection %s: too slow, send queue full", self.connection_id)
+            self.closing = True
+            if self.abort is not None:
+                self.abort()
+            return
+        self.queued_bytes += size
+        self.queue.put_nowait(frame)
+
+    def sent(self, frame: str | bytes) -> None:
+        """The writer took ``frame`` off the queue."""
+        self.queued_bytes -= len(frame)
 
     def close(self, code: int, reason: str) -> None:
         """Ask the writer to close the socket after the frames already queued."""
         if self.closing:
             return
         self.closing = True
-        while True:  # make room for the Close even if the queue is full
-            try:
-                self.queue.put_nowait(Close(code, reason))
-                return
-            except asyncio.QueueFull:
-                self.queue.get_nowait()
+        self.queue.put_nowait(Close(code, reason))
 
 
 class _Frames:

@@ -435,6 +435,9 @@ class WebPubSubServer:
         conn = Connection(
             hub=hub, user_id=user, permissions=permissions, subprotocol=bool(requested)
         )
+        transport = request.transport
+        if transport is not None:
+            conn.abort = transport.abort
         if conn.subprotocol:
             conn.enqueue(protocol.connected_frame(user_id=user, connection_id=conn.connection_id))
         # Registered before the handshake completes, so that once a client's connect() has
@@ -460,8 +463,7 @@ class WebPubSubServer:
         finally:
             self._hubs.remove(conn)
             conn.closing = True
-            with contextlib.suppress(asyncio.QueueFull):
-                conn.queue.put_nowait(hubmod.Close(hubmod.CLOSE_NORMAL, ""))
+            conn.queue.put_nowait(hubmod.Close(hubmod.CLOSE_NORMAL, ""))
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(writer), _STOP_GRACE_S)
             writer.cancel()
@@ -477,6 +479,7 @@ class WebPubSubServer:
                     if not ws.closed:
                         await ws.close(code=item.code, message=item.reason.encode("utf-8"))
                     return
+                conn.sent(item)
                 if isinstance(item, str):
                     await ws.send_str(item)
                 else:
