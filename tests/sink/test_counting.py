@@ -158,7 +158,9 @@ def test_replays_interleaved_later_count_zero(
     for batch in batches:
         schedule.append(batch)
         pending.append(batch)
-        while pending and data.draw(st.booleans()):
+        while pending:
+            if not data.draw(st.booleans()):
+                break
             schedule.append(pending.pop(data.draw(st.integers(0, len(pending) - 1))))
     schedule.extend(pending)
     replayed = run(schedule)

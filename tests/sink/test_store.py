@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 from azure.data.tables import TableServiceClient
@@ -40,7 +41,7 @@ def make_store(conn: str, prefix: str, **kw: object) -> DeviceStateStore:
     return DeviceStateStore(table=service.get_table_client(name), **kw)  # type: ignore[arg-type]
 
 
-def folding(readings: list[Reading]):  # type: ignore[no-untyped-def]
+def folding(readings: list[Reading]) -> Callable[[DeviceState | None], tuple[DeviceState, int]]:
     def change(state: DeviceState | None) -> tuple[DeviceState, int]:
         new, outcomes = fold(state, readings, device_id=readings[0].device_id)
         return new, sum(o.counted for o in outcomes)
@@ -94,7 +95,7 @@ def test_concurrent_create_409_is_retried(azurite: str, table_prefix: str) -> No
     a = make_store(azurite, table_prefix)
     b = make_store(azurite, table_prefix)
     dev = "pi-2"
-    calls = []
+    calls: list[DeviceState | None] = []
 
     def racing(state: DeviceState | None) -> tuple[DeviceState, int]:
         if not calls:  # b sneaks its create in between a's read and a's create

@@ -1,0 +1,20 @@
+"""Building real sinks on Azurite for the sink tests (and reading back what they wrote)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from azure.data.tables import TableServiceClient
+from enviromon_sink.keys import table_name
+from enviromon_sink.processor import Sink
+
+
+def make_sink(conn: str, prefix: str, **kw: Any) -> Sink:
+    """A Sink on ``conn`` with its own tables."""
+    return Sink.from_connection_string(conn, table_prefix=prefix, **kw)
+
+
+def rows(conn: str, prefix: str, role: str) -> list[dict[str, Any]]:
+    """Every entity of one of the sink's tables."""
+    service = TableServiceClient.from_connection_string(conn)
+    return [dict(e) for e in service.get_table_client(table_name(prefix, role)).list_entities()]
