@@ -240,6 +240,11 @@ def _env_int(name: str, value: int | None, *, base: int = 0) -> int | None:
         raise ConfigError(f"{name}: {text!r} is not a whole number") from None
 
 
+def _or(value: int | None, default: int) -> int:
+    # Not `value or default`: bus 0 and GPIO 0 are real numbers.
+    return default if value is None else value
+
+
 class PrintPublisher:
     """A Publisher that writes each body as one line to a stream (stdout)."""
 
@@ -341,7 +346,7 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = SensorSettings(
         kind=args.sensor,
-        i2c_bus=_env_int("ENVIRO_I2C_BUS", args.bus) or 1,
+        i2c_bus=_or(_env_int("ENVIRO_I2C_BUS", args.bus), 1),
         i2c_address=_env_int("ENVIRO_I2C_ADDRESS", args.address),
         simulated_seed=_env_int("ENVIRO_SIMULATED_SEED", args.seed),
     )
@@ -369,7 +374,7 @@ def _run(args: argparse.Namespace) -> int:
             from .led import StatusLed
 
             led_obj = StatusLed(
-                pin=_env_int("ENVIRO_LED_PIN", args.led_pin, base=10) or 17,
+                pin=_or(_env_int("ENVIRO_LED_PIN", args.led_pin, base=10), 17),
                 alert_pin=_env_int("ENVIRO_ALERT_PIN", args.alert_pin, base=10),
             )
             led = led_obj

@@ -1,0 +1,260 @@
+"""The `enviro-sensor` console script, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .pipeline_doubles import assert_valid
+
+SCRIPT = Path(sys.executable).parent / "enviro-sensor"
+TIMEOUT = 60
+
+
+def command() -> list[str]:
+    if SCRIPT.exists():
+        return [str(SCRIPT)]
+    return [sys.executable, "-m", "enviro_sensor.cli"]
+
+
+def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENVIRO_", "IOTEDGE_"))}
+    env["ENVIRO_STATE_DIR"] = str(tmp_path / "state")
+    env["HOME"] = str(tmp_path)  # nothing lands in the real home
+    env.update(extra)
+    return env
+
+
+def run(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*command(), *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=env_for(tmp_path, **extra),
+        check=False,
+    )
+
+
+def test_simulated_three_readings(tmp_path: Path) -> None:
+    """`--sensor simulated --count 3 --print`: 3 valid schema-1 lines, seq 1..3, exit 0."""
+    result = run(tmp_path, "--sensor", "simulated", "--count", "3", "--print")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3
+    messages = [json.loads(line) for line in lines]
+    for message in messages:
+        assert_valid(message)
+        assert message["source"] == "simulated"
+        assert message["deviceId"]
+    assert [m["seq"] for m in messages] == [1, 2, 3]
+    assert len({m["boot"] for m in messages}) == 1
+    assert "Traceback" not in result.stderr
+    assert "simulated" in result.stderr  # the log says which sensor
+
+
+def test_device_id_and_seed_make_devices_differ(tmp_path: Path) -> None:
+    """--device-id labels messages; two seeds give different readings."""
+    a = run(
+        tmp_path,
+        "--sensor",
+        "simulated",
+        "--count",
+        "1",
+        "--print",
+        "--seed",
+        "1",
+        "--device-id",
+        "pi-a",
+        "--no-led",
+    )
+    b = run(
+        tmp_path,
+        "--sensor",
+        "simulated",
+        "--count",
+        "1",
+        "--print",
+        "--seed",
+        "2",
+        "--device-id",
+        "pi-b",
+        "--no-led",
+        IOTEDGE_DEVICEID="ignored",
+    )
+    ma, mb = json.loads(a.stdout), json.loads(b.stdout)
+    assert (ma["deviceId"], mb["deviceId"]) == ("pi-a", "pi-b")
+    assert ma["temperature"] != mb["temperature"]
+    c = run(
+        tmp_path,
+        "--sensor",
+        "simulated",
+        "--count",
+        "1",
+        "--print",
+        "--no-led",
+        IOTEDGE_DEVICEID="edge-device-7",
+    )
+    assert json.loads(c.stdout)["deviceId"] == "edge-device-7"
+
+
+def test_bme680_without_bus_is_a_clear_error(tmp_path: Path) -> None:
+    """No /dev/i2c-1 here: one clear error naming the addresses, exit 3, no traceback."""
+    if Path("/dev/i2c-1").exists():
+        pytest.skip("this machine has an I2C bus")
+    result = run(tmp_path, "--sensor", "bme680", "--count", "1", "--print", "--no-led")
+    assert result.returncode == 3
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert error_lines and error_lines[-1].startswith("enviro-sensor: error:")
+    assert "0x76" in result.stderr and "0x77" in result.stderr
+    assert "I2C" in result.stderr
+
+
+def test_auto_falls_back_loudly(tmp_path: Path) -> None:
+    """--sensor auto without a chip: simulated readings, labelled, with a loud warning."""
+    if Path("/dev/i2c-1").exists():
+        pytest.skip("this machine has an I2C bus")
+    result = run(tmp_path, "--count", "1", "--print", "--no-led")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["source"] == "simulated"
+    assert "SIMULATED" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--address", "0x10"], "0x76 or 0x77"),
+        (["--interval", "abc"], "--interval"),
+        (["--count", "-1"], "--count"),
+        (["--sensor", "bme280"], "--sensor"),
+        (["--frobnicate"], "unrecognized arguments"),
+    ],
+)
+def test_bad_option_is_one_line_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
+    """A bad option: one clear line on stderr, exit 2, no traceback, nothing on stdout."""
+    result = run(tmp_path, *args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert needle in result.stderr
+    assert "--help" in result.stderr
+
+
+def test_bad_environment_is_exit_5(tmp_path: Path) -> None:
+    """A bad ENVIRO_* variable: a clear error naming it, exit 5."""
+    result = run(
+        tmp_path, "--sensor", "simulated", "--count", "1", ENVIRO_TELEMETRY_INTERVAL="fast"
+    )
+    assert result.returncode == 5
+    assert "ENVIRO_TELEMETRY_INTERVAL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_reads_well(tmp_path: Path) -> None:
+    """--help explains the options, shows examples and the exit codes."""
+    result = run(tmp_path, "--help")
+    assert result.returncode == 0
+    for text in (
+        "--sensor",
+        "--address",
+        "--count",
+        "--interval",
+        "--print",
+        "examples:",
+        "check the wiring",
+        "exit codes:",
+        "0x77",
+    ):
+        assert text in result.stdout
+
+
+def test_stored_twin_config_is_applied(tmp_path: Path) -> None:
+    """The last twin config on disk calibrates a start without network."""
+    state = tmp_path / "state"
+    state.mkdir()
+    desired = {"calibration": {"temperature": {"intercept": 100.0}}, "$version": 7}
+    (state / "config.json").write_text(json.dumps({"format": 1, "desired": desired}))
+    result = run(
+        tmp_path, "--sensor", "simulated", "--count", "1", "--print", "--no-led", "--seed", "3"
+    )
+    message = json.loads(result.stdout)
+    assert message["calibration"] == 7
+    # +100 °C pushes any indoor temperature past 85 °C: flagged, not sent.
+    assert message["temperature"] is None
+    assert "temperature_out_of_range" in message["flags"]
+
+
+def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
+    """A run forever stops on SIGINT after its first line: exit 0, no traceback."""
+    proc = subprocess.Popen(
+        [
+            *command(),
+            "--sensor",
+            "simulated",
+            "--count",
+            "0",
+            "--interval",
+            "30",
+            "--print",
+            "--no-led",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_for(tmp_path),
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert_valid(json.loads(first))
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=TIMEOUT)
+    assert proc.returncode == 0, err
+    assert out == ""
+    assert "Traceback" not in err
+    assert "SIGINT" in err
+
+
+def test_closed_stdout_stops_quietly(tmp_path: Path) -> None:
+    """Piped into something that exits (`| head -1`): the command stops, exit 0, no traceback."""
+    proc = subprocess.Popen(
+        [
+            *command(),
+            "--sensor",
+            "simulated",
+            "--count",
+            "0",
+            "--interval",
+            "0.5",
+            "--print",
+            "--no-led",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_for(tmp_path),
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.readline()
+        proc.stdout.close()
+        proc.wait(timeout=TIMEOUT)
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=TIMEOUT)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
