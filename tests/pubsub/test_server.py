@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import socket
@@ -16,7 +17,7 @@ from azure.core.exceptions import HttpResponseError, ServiceRequestError
 from enviromon_sim.webpubsub import hub as hubmod
 from enviromon_sim.webpubsub import jwt
 from enviromon_sim.webpubsub.protocol import JSON_SUBPROTOCOL, MAX_MESSAGE_BYTES
-from enviromon_sim.webpubsub.server import WebPubSubThread
+from enviromon_sim.webpubsub.server import WebPubSubServer, WebPubSubThread
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
@@ -524,3 +525,26 @@ def test_client_that_stops_reading_is_dropped(
         assert sent > 4  # it took more than the queue bound (2 MB) to drop it
         _marker(pubsub)
         assert recv_json(healthy)["data"] == "marker"
+
+
+def test_async_server_with_the_async_sdk() -> None:
+    """WebPubSubServer runs in the caller's loop and serves the SDK's aio client."""
+    from azure.messaging.webpubsubservice.aio import (
+        WebPubSubServiceClient as AsyncServiceClient,
+    )
+    from websockets.asyncio.client import connect as aconnect
+
+    async def scenario() -> tuple[Any, Any]:
+        async with WebPubSubServer() as server:
+            client = AsyncServiceClient.from_connection_string(server.connection_string, hub=HUB)
+            async with client:
+                token = await client.get_client_access_token(groups=["g"])
+                async with aconnect(token["url"], subprotocols=[SUBPROTOCOL]) as ws:
+                    connected = json.loads(await asyncio.wait_for(ws.recv(), WAIT_S))
+                    await client.send_to_group("g", BATCH)
+                    message = json.loads(await asyncio.wait_for(ws.recv(), WAIT_S))
+        return connected, message
+
+    connected, message = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert connected["event"] == "connected"
+    assert message["data"] == BATCH
