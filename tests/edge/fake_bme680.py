@@ -23,6 +23,8 @@ here, so a test can tell a correct register layout from a wrong one by the value
 from __future__ import annotations
 
 import errno
+import threading
+import time
 
 CHIP_ID = 0x61
 CHIP_ID_REG = 0xD0
@@ -103,9 +105,11 @@ class FakeBme680Bus:
         temperature_adc / pressure_adc / humidity_adc / gas_adc / gas_range: raw values served.
         fail_next(k, after=n): after n more good operations, the next k raise OSError(EIO).
         unplugged: every operation raises OSError(EREMOTEIO), as with a loose cable.
+        short_blocks: block reads return one byte less than asked (a garbled transfer).
 
     Observations: `registers(addr)`, `measurements` (forced measurements run), `operations`,
-    `addresses_seen` (addresses talked to, in the order first seen).
+    `addresses_seen` (addresses talked to, in the order first seen), `max_concurrent` (most
+    operations ever in progress at once: 1 unless callers race on the bus).
     """
 
     def __init__(
@@ -127,9 +131,14 @@ class FakeBme680Bus:
         self.gas_adc = 512
         self.gas_range = 6
         self.unplugged = False
+        self.short_blocks = False
         self.measurements = 0
         self.operations = 0
         self.addresses_seen: list[int] = []
+        self.max_concurrent = 0
+        self.operation_delay = 0.0  # seconds each operation takes (to expose races)
+        self._in_progress = 0
+        self._count_lock = threading.Lock()
         self._fail_ops = 0
         self._fail_after = 0
         self._regs: dict[int, list[int]] = {}
@@ -168,7 +177,8 @@ class FakeBme680Bus:
         regs = self._chip(i2c_addr)
         if not 1 <= length <= 32:
             raise ValueError(f"block length must be 1..32, got {length}")
-        return regs[register : register + length]
+        end = register + length - (1 if self.short_blocks else 0)
+        return regs[register:end]
 
     def write_i2c_block_data(self, i2c_addr: int, register: int, data: list[int]) -> None:
         """Write consecutive registers."""
@@ -182,6 +192,15 @@ class FakeBme680Bus:
     # -- the chip -------------------------------------------------------------------------------
 
     def _chip(self, address: int) -> list[int]:
+        with self._count_lock:
+            self._in_progress += 1
+            self.max_concurrent = max(self.max_concurrent, self._in_progress)
+        try:
+            if self.operation_delay:
+                time.sleep(self.operation_delay)
+        finally:
+            with self._count_lock:
+                self._in_progress -= 1
         self.operations += 1
         if address not in self.addresses_seen:
             self.addresses_seen.append(address)

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import random
+import threading
 
 import bme680
 import pytest
@@ -357,3 +358,45 @@ def test_health_reported_form_is_json_ready() -> None:
     assert reported["consecutiveFailures"] == 1
     assert reported["reinitialisations"] == 0
     assert "I/O error" in reported["lastError"]
+
+
+def test_garbled_data_fails_the_read_and_recovers() -> None:
+    """A short block from the bus (the library cannot compute): SensorError, re-init, ok."""
+    bus = FakeBme680Bus()
+    clock = FakeClock()
+    sensor = make_sensor(bus, clock=clock)
+    bus.short_blocks = True
+    with pytest.raises(SensorError, match="unusable data"):
+        sensor.read()
+    assert sensor.health.state == "degraded"
+    bus.short_blocks = False
+    clock.now += 60.0
+    assert sensor.read().temperature == pytest.approx(DEFAULT_TEMPERATURE, abs=0.005)
+    assert sensor.health.reinitialisations == 1
+
+
+def test_reads_from_two_threads_never_interleave_on_the_bus() -> None:
+    """The app loop and a readNow direct method may read at once: bus access is serialised."""
+    bus = FakeBme680Bus()
+    sensor = make_sensor(bus)
+    bus.operation_delay = 0.0005
+    results: list[float] = []
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            for _ in range(10):
+                results.append(sensor.read().temperature)
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    assert len(results) == 20
+    assert all(t == pytest.approx(DEFAULT_TEMPERATURE, abs=0.005) for t in results)
+    assert bus.max_concurrent == 1

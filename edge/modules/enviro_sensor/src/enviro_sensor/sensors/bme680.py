@@ -56,6 +56,10 @@ BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
 #: Consecutive failed reads after which health says "failed" rather than "degraded".
 FAILED_AFTER = 5
+#: What the library's compensation raises on garbage from the bus (short block, zero divisor).
+_GARBLED: tuple[type[Exception], ...] = (ArithmeticError, IndexError, ValueError)
+#: A re-initialisation fails with: no chip (RuntimeError), a bus error, or garbage.
+_REINIT_FAILED: tuple[type[Exception], ...] = (RuntimeError, OSError, *_GARBLED)
 #: Bosch's API assumes 25 °C ambient for the heater calculation until a first reading exists.
 _DEFAULT_AMBIENT_CENTI_C = 2500
 
@@ -187,6 +191,15 @@ class Bme680Sensor:
                 raise self._fail_locked(
                     f"I/O error reading BME680 at {self._address:#04x}: {exc}", backoff=True
                 ) from exc
+            except _GARBLED as exc:
+                # The library's maths choked on what the bus returned (a short block, zeroed
+                # calibration after a brown-out): as unknown as a bus error, so the same recovery.
+                self._device = None
+                raise self._fail_locked(
+                    f"BME680 at {self._address:#04x} returned unusable data "
+                    f"({type(exc).__name__}: {exc})",
+                    backoff=True,
+                ) from exc
             if data is None:
                 raise self._fail_locked(
                     f"BME680 at {self._address:#04x} had no new data after "
@@ -313,7 +326,7 @@ class Bme680Sensor:
         try:
             device = pimoroni_bme680.BME680(self._address, i2c_device=self._bus)
             self._configure(device)
-        except (RuntimeError, OSError) as exc:
+        except _REINIT_FAILED as exc:
             raise self._fail_locked(
                 f"re-initialising BME680 at {self._address:#04x} failed: {exc}", backoff=True
             ) from exc
