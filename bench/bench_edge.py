@@ -1,0 +1,176 @@
+"""Edge module figures: CPU per reading, start to first reading, resident memory.
+
+Printed as ``name=value`` lines, each with its goal as ``name.goal=value`` (issue 2). No ratio is
+printed, so there is no baseline to name.
+
+- edge.cpu_ms_per_reading: CPU time (time.process_time) of one pass of the pipeline on readings
+  from the simulated sensor: calibrate (CPU-heat compensation on) + validate + air quality (past
+  burn-in) + envelope + compact JSON encoding. The simulated sensor's own read is measured apart
+  as edge.cpu_ms_per_simulated_read.
+- edge.start_to_first_reading_s: wall time from spawning
+  ``enviro-sensor --sensor simulated --count 1 --print`` to its first stdout line (median of 5;
+  the max is printed too).
+- edge.rss_mb: resident memory of a running ``enviro-sensor --sensor simulated --count 0`` (no
+  Azure SDK is imported by the command), after 10 readings.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psutil
+from enviro_sensor.airquality import AirQuality
+from enviro_sensor.calibration import CpuTemperature
+from enviro_sensor.config import ModuleConfig
+from enviro_sensor.message import pack
+from enviro_sensor.pipeline import Pipeline
+from enviro_sensor.sensors import SimulatedSensor
+
+SCRIPT = Path(sys.executable).parent / "enviro-sensor"
+PASSES = 20_000
+STARTS = 5
+TIMEOUT = 60.0
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.wall = datetime(2026, 11, 25, tzinfo=UTC)
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def now(self) -> datetime:
+        return self.wall + timedelta(seconds=self.t)
+
+    def wait(self, seconds: float, stop: object) -> bool:
+        self.t += seconds
+        return False
+
+
+def cpu_ms_per_reading() -> tuple[float, float]:
+    clock = _Clock()
+    sensor = SimulatedSensor(seed=42, device_id="bench", now=clock.now, unstable_reads=0)
+    config = ModuleConfig().apply_patch(
+        {
+            "calibration": {
+                "temperature": {"slope": 1.01, "intercept": -0.4},
+                "humidity": {"slope": 0.99, "intercept": 1.0},
+                "cpuCompensation": {"enabled": True, "factor": 2.25},
+            },
+            "$version": 3,
+        }
+    )
+    pipeline = Pipeline(
+        device_id="bench",
+        config=config,
+        air_quality=AirQuality(
+            source="simulated", state_path=None, clock=clock.monotonic, burn_in_seconds=0.0
+        ),
+        clock=clock,
+        cpu_temperature=CpuTemperature(source=lambda: 55.0),
+        boot="0123abcd",
+    )
+    start = time.process_time()
+    raws = []
+    for _ in range(PASSES):
+        clock.t += 10.0
+        raws.append(sensor.read())
+    read_ms = (time.process_time() - start) * 1000.0 / PASSES
+    for raw in raws[:50]:  # past the air-quality minimum burn-in, so iaq is really computed
+        pipeline.process(raw)
+    start = time.process_time()
+    for raw in raws:
+        pack([pipeline.process(raw)], as_array=False)
+    pass_ms = (time.process_time() - start) * 1000.0 / PASSES
+    return pass_ms, read_ms
+
+
+def _command(*args: str) -> list[str]:
+    if SCRIPT.exists():
+        return [str(SCRIPT), *args]
+    return [sys.executable, "-m", "enviro_sensor.cli", *args]
+
+
+def _env(state: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENVIRO_")}
+    env["ENVIRO_STATE_DIR"] = state
+    env["ENVIRO_LOG_LEVEL"] = "WARNING"
+    return env
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=TIMEOUT)
+
+
+def start_to_first_reading(state: str) -> list[float]:
+    times = []
+    for _ in range(STARTS):
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            _command("--sensor", "simulated", "--count", "1", "--print"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=_env(state),
+        )
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            elapsed = time.perf_counter() - start
+            if not line.startswith(b"{"):
+                raise RuntimeError(f"enviro-sensor printed no reading: {line!r}")
+            times.append(elapsed)
+        finally:
+            _stop(proc)
+    return times
+
+
+def rss_mb(state: str) -> float:
+    proc = subprocess.Popen(
+        _command("--sensor", "simulated", "--count", "0", "--interval", "0.5", "--print"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=_env(state),
+    )
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + TIMEOUT
+        for _ in range(10):
+            if not proc.stdout.readline() or time.monotonic() > deadline:
+                raise RuntimeError("enviro-sensor stopped printing readings")
+        rss: int = psutil.Process(proc.pid).memory_info().rss
+    finally:
+        _stop(proc)
+    return rss / (1024 * 1024)
+
+
+def main() -> None:
+    pass_ms, read_ms = cpu_ms_per_reading()
+    print(f"edge.cpu_ms_per_reading={pass_ms:.4f}")
+    print("edge.cpu_ms_per_reading.goal=0.5")
+    print(f"edge.cpu_ms_per_simulated_read={read_ms:.4f}")
+    with tempfile.TemporaryDirectory(prefix="bench-edge-") as state:
+        times = start_to_first_reading(state)
+        print(f"edge.start_to_first_reading_s={statistics.median(times):.3f}")
+        print(f"edge.start_to_first_reading_s.max={max(times):.3f}")
+        print("edge.start_to_first_reading_s.goal=1.0")
+        print(f"edge.rss_mb={rss_mb(state):.1f}")
+        print("edge.rss_mb.goal=40")
+
+
+if __name__ == "__main__":
+    main()
