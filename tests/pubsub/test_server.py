@@ -357,8 +357,14 @@ def test_over_one_megabyte_client_frame_closes_with_1009(pubsub: WebPubSubThread
         ),
         (f"/api/hubs/{HUB}/:send?api-version=1", b"NaN", "application/json", 400, "InvalidMessage"),
         (f"/api/hubs/{HUB}/:send?api-version=1", b"\xff\xfe", "text/plain", 400, "InvalidMessage"),
-        (f"/api/hubs/{HUB}/:send?api-version=1", b"<x/>", "application/xml", 415, "InvalidMessage"),
-        (f"/api/hubs/{HUB}/:send?api-version=1", b"{}", None, 415, "InvalidMessage"),
+        (
+            f"/api/hubs/{HUB}/:send?api-version=1",
+            b"<x/>",
+            "application/xml",
+            415,
+            "UnsupportedContentType",
+        ),
+        (f"/api/hubs/{HUB}/:send?api-version=1", b"{}", None, 415, "UnsupportedContentType"),
         (f"/api/hubs/{HUB}/:send", b"{}", "application/json", 400, "MissingApiVersion"),
         (
             f"/api/hubs/{HUB}/:send?api-version=1&filter=userId%20eq%20'a'",
@@ -548,3 +554,21 @@ def test_async_server_with_the_async_sdk() -> None:
     connected, message = asyncio.run(asyncio.wait_for(scenario(), 30))
     assert connected["event"] == "connected"
     assert message["data"] == BATCH
+
+
+def test_server_side_group_membership(pubsub: WebPubSubThread) -> None:
+    """add_connection_to_group and remove_connection_from_all_groups change what arrives."""
+    client = service_client(pubsub)
+    token = client.get_client_access_token()
+    with connect(token["url"], subprotocols=[SUBPROTOCOL], open_timeout=WAIT_S) as ws:
+        cid = recv_json(ws)["connectionId"]
+        client.add_connection_to_group("kitchen", cid)
+        client.send_to_group("kitchen", "in", content_type="text/plain")
+        assert recv_json(ws)["data"] == "in"
+        client.remove_connection_from_all_groups(cid)
+        client.send_to_group("kitchen", "out", content_type="text/plain")
+        _marker(pubsub)
+        assert recv_json(ws)["data"] == "marker"
+        with pytest.raises(HttpResponseError) as info:
+            client.add_connection_to_group("kitchen", "no-such-connection")
+        assert info.value.status_code == 404

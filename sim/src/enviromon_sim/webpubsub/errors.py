@@ -24,3 +24,7 @@ class ProtocolError(WebPubSubError, ValueError):
 
 class MessageTooLargeError(ProtocolError):
     """A message is larger than the service's 1 MB limit."""
+
+
+class UnsupportedContentTypeError(ProtocolError):
+    """A REST body's Content-Type is not JSON, plain text or octet-stream."""

@@ -15,7 +15,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
-from enviromon_sim.webpubsub.errors import MessageTooLargeError, ProtocolError
+from enviromon_sim.webpubsub.errors import (
+    MessageTooLargeError,
+    ProtocolError,
+    UnsupportedContentTypeError,
+)
 
 JSON_SUBPROTOCOL: Final = "json.webpubsub.azure.v1"
 #: The service's limit for a message (REST body or WebSocket frame), in bytes.
@@ -87,7 +91,7 @@ def message_from_rest(content_type: str | None, body: bytes) -> Message:
     media = (content_type or "").split(";", 1)[0].strip().lower()
     data_type = _CONTENT_TYPES.get(media)
     if data_type is None:
-        raise ProtocolError(
+        raise UnsupportedContentTypeError(
             f"unsupported Content-Type {media[:64]!r}: use application/json, text/plain "
             "or application/octet-stream"
         )

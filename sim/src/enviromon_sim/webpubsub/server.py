@@ -27,6 +27,7 @@ from enviromon_sim.webpubsub.errors import (
     AuthError,
     MessageTooLargeError,
     ProtocolError,
+    UnsupportedContentTypeError,
     WebPubSubError,
 )
 from enviromon_sim.webpubsub.hub import Connection, Hubs
@@ -254,9 +255,10 @@ class WebPubSubServer:
             return protocol.message_from_rest(request.headers.get("Content-Type"), body)
         except MessageTooLargeError as exc:
             raise _HttpError(413, "RequestEntityTooLarge", str(exc)) from exc
+        except UnsupportedContentTypeError as exc:
+            raise _HttpError(415, "UnsupportedContentType", str(exc)) from exc
         except ProtocolError as exc:
-            status = 415 if "Content-Type" in str(exc) else 400
-            raise _HttpError(status, "InvalidMessage", str(exc)) from exc
+            raise _HttpError(400, "InvalidMessage", str(exc)) from exc
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
         self._authenticate_rest(request)
@@ -322,9 +324,9 @@ class WebPubSubServer:
                 self._hubs.leave(conn, group)
                 return web.Response(status=204)
             case ["connections", cid, "groups"] if method == "DELETE":
-                conn = self._hubs.connection(hub, cid)
-                for group in list(conn.groups if conn else ()):
-                    self._hubs.leave(conn, group)  # type: ignore[arg-type]
+                if (conn := self._hubs.connection(hub, cid)) is not None:
+                    for group in list(conn.groups):
+                        self._hubs.leave(conn, group)
                 return web.Response(status=204)
             case [":generateToken"] if method == "POST":
                 return web.json_response({"token": self._generate_token(request, hub)})
