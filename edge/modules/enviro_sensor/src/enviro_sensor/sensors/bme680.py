@@ -3,8 +3,11 @@
 Failure handling, in short:
 - start-up: probe 0x76, then 0x77 (or only the configured address); no bus or no chip raises
   SensorNotFoundError with the fixes a user on a Pi needs.
-- "no new data" (get_sensor_data() returns False): ask again, a bounded number of times, with
-  short sleeps; then SensorError.
+- "no new data" (get_sensor_data() returns False): ask again, a bounded number of times, after
+  sleeping out the rest of the measurement (the library polls ~100 ms; a measurement with the
+  default 150 ms heater takes ~183 ms); then SensorError. The chip keeps new_data set until
+  the data is read, so a call that starts a measurement may return the previous one: with the
+  library's forced-mode handling a reading can be up to one read interval old.
 - an I/O error mid-run: that read raises SensorError; later reads re-initialise the chip, with
   growing, jittered delays between attempts. A read that comes during a delay fails at once
   (SensorError), so the caller's loop is never blocked for long.
@@ -49,8 +52,10 @@ _FILTER = {
     127: pimoroni_bme680.FILTER_SIZE_127,
 }
 
-#: Sleep between "no new data" answers. The library itself already polls for ~100 ms.
+#: Shortest sleep between "no new data" answers.
 NOT_READY_SLEEP_S = 0.05
+#: How long get_sensor_data() itself polls for new data: 10 polls of POLL_PERIOD_MS.
+_LIBRARY_POLL_S: float = 10 * pimoroni_bme680.POLL_PERIOD_MS / 1000
 #: Re-initialisation delays: 1 s, 2 s, 4 s … capped at 60 s, each scaled by a random 0.5–1.0.
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
@@ -92,6 +97,29 @@ class I2CDevice(Protocol):
         ...
 
 
+def measurement_seconds(settings: SensorSettings) -> float:
+    """How long one forced TPHG measurement takes with these settings.
+
+    Bosch's formula (BME680 API, bme680_get_profile_dur): 1.963 ms per oversampling cycle of
+    T, P and H, plus switching and gas-measurement time, 1 ms wake-up, plus the heater duration.
+    320 °C / 150 ms at 8x/4x/2x gives 183 ms.
+    """
+    cycles = (
+        settings.temperature_oversampling
+        + settings.pressure_oversampling
+        + settings.humidity_oversampling
+    )
+    tph_ms = (cycles * 1963 + 477 * 4 + 477 * 5 + 500) // 1000 + 1
+    return (tph_ms + settings.heater_duration) / 1000
+
+
+def _retry_sleep(settings: SensorSettings) -> float:
+    # get_sensor_data() polls only ~100 ms, shorter than a measurement with a 150 ms heater. A
+    # measurement it started carries on after it gives up, and its new_data flag stays set, so
+    # waiting out the rest of it (plus 10 %) lets the next call find the data.
+    return max(NOT_READY_SLEEP_S, measurement_seconds(settings) * 1.1 - _LIBRARY_POLL_S)
+
+
 def _hex_list(addresses: tuple[int, ...]) -> str:
     return " and ".join(f"{a:#04x}" for a in addresses)
 
@@ -126,6 +154,7 @@ class Bme680Sensor:
             raise TypeError(f"settings must be a SensorSettings, got {type(settings).__name__}")
         self._settings = settings
         self._sleep = sleep
+        self._retry_sleep_s = _retry_sleep(settings)
         self._monotonic = monotonic
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not crypto
         self._lock = threading.Lock()
@@ -309,7 +338,7 @@ class Bme680Sensor:
             if self._device.get_sensor_data():
                 return self._device.data
             if attempt + 1 < attempts:
-                self._sleep(NOT_READY_SLEEP_S)
+                self._sleep(self._retry_sleep_s)
         return None
 
     def _reinitialise_locked(self) -> None:
