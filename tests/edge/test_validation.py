@@ -57,7 +57,7 @@ def test_gas_is_an_integer_and_no_negative_zero() -> None:
 
 def test_booleans_are_not_numbers() -> None:
     """A bool is flagged invalid, not sent as 1/0."""
-    assert check_value(metric("humidity"), True) == (None, "humidity_invalid")  # type: ignore[arg-type]
+    assert check_value(metric("humidity"), True) == (None, "humidity_invalid")
 
 
 def test_heat_not_stable_nulls_gas() -> None:
