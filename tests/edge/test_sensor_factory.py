@@ -155,7 +155,7 @@ def test_settings_are_frozen_and_keyword_only() -> None:
     with pytest.raises(AttributeError):
         s.kind = "bme680"  # type: ignore[misc]
     with pytest.raises(TypeError):
-        SensorSettings("bme680")  # type: ignore[misc]
+        SensorSettings("bme680")  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize(
