@@ -231,3 +231,41 @@ def test_bad_hub_names_are_refused(hub: str) -> None:
 def test_hub_names_are_case_insensitive() -> None:
     """Hub names are compared lower-cased."""
     assert protocol.check_hub("EnviroMon_2") == "enviromon_2"
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+@given(value=json_values)
+def test_depth_check_agrees_with_a_recursive_count(value: Any) -> None:
+    """check_depth refuses exactly the values nested deeper than the limit."""
+    limit = 3
+    try:
+        protocol.check_depth(value, limit=limit)
+    except ProtocolError:
+        assert _depth(value) > limit
+    else:
+        assert _depth(value) <= limit
+
+
+@pytest.mark.parametrize("depth", [protocol.MAX_JSON_DEPTH + 1, 5000, 200_000])
+def test_deep_nesting_is_refused_not_crashed(depth: int) -> None:
+    """Deeply nested JSON, in a REST body or a client frame, is a ProtocolError."""
+    body = "[" * depth + "]" * depth
+    with pytest.raises(ProtocolError, match="nested"):
+        protocol.message_from_rest("application/json", body.encode())
+    frame = '{"type":"sendToGroup","group":"g","dataType":"json","data":' + body + "}"
+    with pytest.raises(ProtocolError, match="nested"):
+        protocol.parse_client_frame(frame)
+
+
+def test_nesting_up_to_the_limit_is_accepted() -> None:
+    """JSON nested exactly MAX_JSON_DEPTH deep is accepted."""
+    depth = protocol.MAX_JSON_DEPTH
+    message = protocol.message_from_rest("application/json", b"[" * depth + b"]" * depth)
+    assert _depth(message.data) == depth

@@ -572,3 +572,10 @@ def test_server_side_group_membership(pubsub: WebPubSubThread) -> None:
         with pytest.raises(HttpResponseError) as info:
             client.add_connection_to_group("kitchen", "no-such-connection")
         assert info.value.status_code == 404
+
+
+def test_unrouted_paths_get_json_errors(pubsub: WebPubSubThread) -> None:
+    """Paths no route matches (even with a newline in them) get a JSON error, not plain text."""
+    for path in ("/api/hubs/%0A/:send?api-version=1", "/nothing", "/client"):
+        status, body = _raw_request(pubsub, path)
+        assert 400 <= status < 500 and body["error"]["message"]

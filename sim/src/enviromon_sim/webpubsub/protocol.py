@@ -28,6 +28,10 @@ MAX_MESSAGE_BYTES: Final = 1024 * 1024
 HUB_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
 MAX_GROUP_CHARS: Final = 1024
 MAX_ACK_ID: Final = 2**64 - 1
+#: Deepest JSON nesting accepted in a message. This server's own bound (the service's is not
+#: documented); 64 is the default of .NET's System.Text.Json, and it keeps Python's recursive
+#: JSON encoder and decoder far from the interpreter's recursion limit.
+MAX_JSON_DEPTH: Final = 64
 
 ROLE_JOIN_LEAVE: Final = "webpubsub.joinLeaveGroup"
 ROLE_SEND_TO_GROUP: Final = "webpubsub.sendToGroup"
@@ -103,11 +107,31 @@ def message_from_rest(content_type: str | None, body: bytes) -> Message:
         raise ProtocolError(f"body is not UTF-8 text ({data_type.value})") from exc
     if data_type is DataType.TEXT:
         return Message(data_type, body, text)
+    return Message(data_type, body, _loads(text, "body"))
+
+
+def _loads(text: str, what: str) -> Any:
+    """Strict JSON (no NaN or Infinity), nested at most `MAX_JSON_DEPTH` deep."""
     try:
         value = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError as exc:
+        raise ProtocolError(f"{what} is nested too deeply") from exc
     except ValueError as exc:
-        raise ProtocolError(f"body is not valid JSON: {exc}") from exc
-    return Message(data_type, body, value)
+        raise ProtocolError(f"{what} is not valid JSON: {exc}") from exc
+    check_depth(value, what)
+    return value
+
+
+def check_depth(value: Any, what: str = "JSON", limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse JSON nested deeper than ``limit`` (arrays and objects); iterative, no recursion."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                raise ProtocolError(f"{what} is nested more than {limit} levels deep")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -230,7 +254,7 @@ def ack_id_of(text: str) -> int | None:
     try:
         obj = json.loads(text)
         return _ack_id(obj) if isinstance(obj, dict) else None
-    except (ValueError, ProtocolError):
+    except (ValueError, RecursionError, ProtocolError):
         return None
 
 
@@ -260,10 +284,7 @@ def _message_from_frame(obj: dict[str, Any]) -> Message:
 
 def parse_client_frame(text: str) -> ClientRequest:
     """Parse a frame a ``json.webpubsub.azure.v1`` client sent; `ProtocolError` if invalid."""
-    try:
-        obj = json.loads(text, parse_constant=_refuse_constant)
-    except ValueError as exc:
-        raise ProtocolError(f"frame is not valid JSON: {exc}") from exc
+    obj = _loads(text, "frame")
     if not isinstance(obj, dict):
         raise ProtocolError("frame must be a JSON object")
     kind = obj.get("type")

@@ -14,7 +14,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from types import TracebackType
 from typing import Any, Final, TypeVar
 from urllib.parse import unquote
@@ -69,6 +69,22 @@ class _HttpError(Exception):
 def _error_response(status: int, code: str, message: str) -> web.Response:
     # The OData error shape, which azure-core puts into HttpResponseError's message.
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+@web.middleware
+async def _json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every error as JSON, also aiohttp's own (a path no route matches, a wrong method)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error_response(exc.status, exc.reason.replace(" ", ""), f"{exc.reason}")
+    except Exception:
+        logger.exception("unexpected error serving %s %s", request.method, request.path)
+        return _error_response(500, "InternalServerError", "unexpected error; see the log")
 
 
 def _segments(raw_path: str, prefix: str) -> list[str]:
@@ -174,7 +190,7 @@ class WebPubSubServer:
         """Listen on the port (the same one again after a `stop`)."""
         if self._runner is not None:
             return
-        app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
+        app = web.Application(client_max_size=MAX_MESSAGE_BYTES, middlewares=[_json_errors])
         app.router.add_route("*", "/api/{tail:.*}", self._handle_api)
         app.router.add_route("GET", "/client/{tail:.*}", self._handle_client)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_STOP_GRACE_S)
@@ -457,7 +473,11 @@ class WebPubSubServer:
         try:
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT and conn.subprotocol:
-                    self._on_frame(conn, msg.data)
+                    try:
+                        self._on_frame(conn, msg.data)
+                    except Exception:  # a bug here must cost one connection, not the server
+                        logger.exception("error handling a frame from %s", conn.connection_id)
+                        conn.close(1011, "internal error")
                 elif msg.type is WSMsgType.BINARY and conn.subprotocol:
                     conn.close(1003, "json.webpubsub.azure.v1 frames must be text")
                 # A plain client's messages go to upstream event handlers, which this server
