@@ -61,12 +61,12 @@ def make_device(hub: HubThread, name: str) -> HubDevice:
     """Register ``device`` or ``device/module`` on ``hub`` and return how to connect it."""
     identity = Identity.parse(name)
     hub.hub.add(identity)
-    assert hub.hub.proxy_port is not None
+    assert hub.proxy_port is not None
     return HubDevice(
         identity=identity,
         connection_string=hub.hub.connection_string(identity),
         ca_pem=hub.hub.tls.ca_pem(),
-        proxy_port=hub.hub.proxy_port,
+        proxy_port=hub.proxy_port,
     )
 
 

@@ -34,6 +34,7 @@ from enviromon_sim.iothub.registry import Credentials, Registry, connection_stri
 from enviromon_sim.iothub.server import HubCore
 from enviromon_sim.iothub.tls import TlsFiles, ensure_dev_certs, server_context
 from enviromon_sim.iothub.topics import Identity
+from enviromon_sim.iothub.tunnel import Tunnel
 from enviromon_sim.iothub.twins import TwinStore
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class Hub:
         self._ssl: ssl.SSLContext = server_context(self.tls)
         self._servers: list[asyncio.Server] = []
         self._runners: list[web.AppRunner] = []
+        self._tunnel: Tunnel | None = None
 
     # ----- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -146,10 +148,11 @@ class Hub:
             )
             self.mqtt_port = srv.sockets[0].getsockname()[1]
             self._servers.append(srv)
-        if proxy_port is not None:
-            srv = await asyncio.start_server(self._serve_tunnel, host, proxy_port)
-            self.proxy_port = srv.sockets[0].getsockname()[1]
-            self._servers.append(srv)
+        if proxy_port is not None and self._tunnel is None:
+            # The tunnel stays open across restarts (see tunnel.py for why).
+            self._tunnel = Tunnel(host=host, port=proxy_port, target=lambda: self.mqtt_port)
+            await self._tunnel.start()
+            self.proxy_port = self._tunnel.port
 
     async def _close_mqtt(self) -> None:
         for srv in self._servers:
@@ -168,6 +171,9 @@ class Hub:
     async def stop(self) -> None:
         """Close every listener and connection, keeping all state on disk."""
         await self._close_mqtt()
+        if self._tunnel is not None:
+            await self._tunnel.stop()
+            self._tunnel = None
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
@@ -226,40 +232,6 @@ class Hub:
         """Register (if needed) a device or module; return its credentials."""
         return self.registry.ensure(identity)
 
-    async def _serve_tunnel(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        """An HTTP CONNECT tunnel that always leads to this hub's MQTT/TLS service.
-
-        PySocks (the SDK's proxy support) sends ``CONNECT host:8883`` and waits for a 200
-        status line; TLS then starts on the same socket, so the tunnel can hand the stream
-        straight to the MQTT handler after ``start_tls``.
-        """
-        assert self.core is not None
-        core = self.core
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            method = head.split(b" ", 1)[0]
-            if method != b"CONNECT":
-                writer.write(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
-                await writer.drain()
-                writer.close()
-                return
-            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            await writer.drain()
-            await asyncio.wait_for(writer.start_tls(self._ssl), 10)
-        except (
-            OSError,
-            TimeoutError,
-            asyncio.IncompleteReadError,
-            asyncio.LimitOverrunError,
-            ssl.SSLError,
-        ) as exc:
-            logger.debug("tunnel setup failed: %r", exc)
-            writer.close()
-            return
-        await core.serve(reader, writer)
-
 
 def _site_port(runner: web.AppRunner) -> int:
     server = runner.server
@@ -292,7 +264,13 @@ class HubThread:
         self.config = config
         self.timeout = timeout
         self.loop = asyncio.new_event_loop()
-        self.hub = Hub(config)
+        # The thread owns the tunnel, so it survives `restart` (a new Hub object).
+        self.hub = Hub(replace(config, proxy_port=None))
+        self._tunnel: Tunnel | None = None
+        if config.proxy_port is not None:
+            self._tunnel = Tunnel(
+                host=config.host, port=config.proxy_port, target=lambda: self.hub.mqtt_port
+            )
         self._thread = threading.Thread(target=self._run, name="local-iothub", daemon=True)
 
     def _run(self) -> None:
@@ -320,28 +298,40 @@ class HubThread:
         """Start the thread and the hub."""
         self._thread.start()
         self.call(self.hub.start())
+        if self._tunnel is not None:
+            self.call(self._tunnel.start())
         return self
+
+    @property
+    def proxy_port(self) -> int | None:
+        """The HTTP CONNECT tunnel's port (for the SDK's ``proxy_options``)."""
+        return self._tunnel.port if self._tunnel is not None else None
 
     def stop(self) -> None:
         """Stop the hub and the thread."""
         try:
+            if self._tunnel is not None:
+                self.call(self._tunnel.stop())
             self.call(self.hub.stop())
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(self.timeout)
             self.loop.close()
 
-    def restart(self, down_seconds: float = 0.0) -> None:
+    def restart(self, down_seconds: float = 0.0, *, forget_sessions: bool = False) -> None:
         """Stop the whole hub and start a new `Hub` object on the same ports and state dir.
 
-        Nothing survives but what is on disk.
+        Nothing survives but what is on disk. ``forget_sessions`` deletes the persisted MQTT
+        sessions in between: a broker that forgets them, which the SDK does not recover from.
         """
         old = self.hub
         self.call(old.stop())
+        if forget_sessions:
+            (old.state_dir / "sessions.json").unlink(missing_ok=True)
         config = replace(
             self.config,
             mqtt_port=old.mqtt_port if self.config.mqtt_port is not None else None,
-            proxy_port=old.proxy_port if self.config.proxy_port is not None else None,
+            proxy_port=None,
             admin_port=old.admin_port if self.config.admin_port is not None else None,
         )
         self.call(asyncio.sleep(down_seconds), timeout=down_seconds + self.timeout)
