@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from enviro_sensor.airquality import BASELINE_SAMPLES, MIN_BURN_IN_SAMPLES, AirQuality, score
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 
@@ -44,6 +44,7 @@ def test_score_formula_matches_pimoroni() -> None:
     assert score(100_000, 20.0, gas_baseline=100_000) == pytest.approx(75 + 12.5)
 
 
+@settings(deadline=None)  # timing belongs in bench/, not in tests
 @given(
     gas=st.floats(min_value=1.0, max_value=1e8),
     humidity=st.floats(min_value=0.0, max_value=100.0),

@@ -18,7 +18,7 @@ from enviro_sensor.calibration import (
 from enviro_sensor.config import Calibration, CpuCompensation, Linear
 from enviro_sensor.metrics import metric
 from enviro_sensor.validation import validate
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from .pipeline_doubles import raw
@@ -28,6 +28,7 @@ slopes = st.floats(min_value=0.01, max_value=10.0)
 intercepts = st.floats(min_value=-100.0, max_value=100.0)
 
 
+@settings(deadline=None)  # timing belongs in bench/, not in tests
 @given(t=finite, h=finite, p=finite, gas=st.one_of(st.none(), finite))
 def test_identity_calibration(t: float, h: float, p: float, gas: float | None) -> None:
     """Slope 1 / intercept 0 without compensation returns the raw values unchanged."""
@@ -130,6 +131,7 @@ def test_sysfs_cpu_temperature_reads_millidegrees(tmp_path: Path) -> None:
         sysfs_cpu_temperature(str(tmp_path / "missing"))
 
 
+@settings(deadline=None)  # timing belongs in bench/, not in tests
 @given(
     t=finite,
     h=finite,
@@ -176,3 +178,17 @@ def test_finite_inputs_give_in_range_values_or_flags(
             m = metric(key)
             assert math.isfinite(value)
             assert m.min <= value <= m.max
+
+
+def test_calibration_covers_the_tables_calibrated_metrics() -> None:
+    """Every metric the table marks calibrated has a slope/intercept here, and no other."""
+    from enviro_sensor.metrics import calibrated_keys
+
+    assert calibrated_keys() == ("temperature", "humidity", "pressure")
+    cal = Calibration()
+    for key in calibrated_keys():
+        assert cal.linear(key) == Linear()
+    assert set(calibrate(raw(), cal, cpu_temperature=None).values) == {
+        *calibrated_keys(),
+        "gasResistance",
+    }

@@ -15,7 +15,7 @@ from enviro_sensor.message import (
     new_boot_id,
     pack,
 )
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from .pipeline_doubles import assert_valid
@@ -151,6 +151,7 @@ def test_bad_device_ids_refused(bad: str) -> None:
         check_device_id(bad)
 
 
+@settings(deadline=None)  # timing belongs in bench/, not in tests
 @given(device_id=st.text(min_size=1, max_size=128).filter(lambda s: s.isprintable()))
 def test_any_printable_device_id_encodes_and_validates(device_id: str) -> None:
     """Hostile but printable device ids (quotes, <script>, emoji) encode to valid JSON."""

@@ -7,7 +7,7 @@ import math
 import pytest
 from enviro_sensor.metrics import all_metrics, edge_metrics, metric
 from enviro_sensor.validation import FLAG_GAS_UNSTABLE, check_value, validate
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 any_float = st.floats(allow_nan=True, allow_infinity=True)
@@ -90,6 +90,7 @@ def test_flags_in_table_order() -> None:
     }
 
 
+@settings(deadline=None)  # timing belongs in bench/, not in tests
 @given(
     values=st.fixed_dictionaries(
         {
