@@ -260,6 +260,12 @@ def test_close_all_connections_sends_disconnected(pubsub: WebPubSubThread) -> No
         with pytest.raises(ConnectionClosed):
             ws.recv(timeout=WAIT_S)
         assert ws.close_code == 1000
+    with open_client(pubsub) as ws:
+        service_client(pubsub).close_all_connections(reason="é" * 200)
+        assert recv_json(ws)["message"] == "é" * 120
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=WAIT_S)
+        assert ws.close_code == 1000 and ws.close_reason == "é" * 61  # 122 of 123 bytes
 
 
 def test_wrong_key_gets_401(pubsub: WebPubSubThread) -> None:

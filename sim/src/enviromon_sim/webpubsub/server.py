@@ -499,7 +499,9 @@ class WebPubSubServer:
                 item = await conn.queue.get()
                 if isinstance(item, hubmod.Close):
                     if not ws.closed:
-                        await ws.close(code=item.code, message=item.reason.encode("utf-8"))
+                        # A close reason may hold at most 123 bytes, and must stay valid UTF-8.
+                        reason = item.reason.encode()[:123].decode("utf-8", "ignore").encode()
+                        await ws.close(code=item.code, message=reason)
                     return
                 conn.sent(item)
                 if isinstance(item, str):
