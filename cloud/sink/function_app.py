@@ -11,11 +11,16 @@ replayed batch zero times again, so re-running is always safe, and giving up wou
 batch's readings once the trigger checkpoints past them.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: the worker reads these annotations at
+# indexing time and should get real types, not strings.
 import logging
 import threading
 from dataclasses import dataclass
+
+# typing.List, not list[...]: the Functions Python worker refuses a types.GenericAlias
+# trigger annotation ("invalid non-type annotation"); azure-functions' EventHub converter
+# only recognises typing generics as a batch.
+from typing import List  # noqa: UP035
 
 import azure.functions as func
 from enviromon_sink import adapters, api
@@ -87,7 +92,7 @@ def reset_services() -> None:
     minimum_interval="00:00:02",
     maximum_interval="00:05:00",
 )
-def telemetry(events: list[func.EventHubEvent]) -> None:
+def telemetry(events: List[func.EventHubEvent]) -> None:  # noqa: UP006 - see the import
     """Count, store and publish one batch from IoT Hub's built-in endpoint.
 
     Raises whatever the core raises on a transient storage failure, so the retry policy

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -13,6 +14,8 @@ from urllib.parse import urlsplit
 
 import azure.functions as func
 import pytest
+from azure.functions import meta as _meta
+from azure.functions._thirdparty import typing_inspect as _typing_inspect
 from azure.functions.decorators.function_app import Function
 from enviromon_sink.errors import SettingsError, TransientStoreError
 from websockets.sync.client import ClientConnection, connect
@@ -21,6 +24,9 @@ from tests.sink.functions_host import HubMessage, function_batch, http_request, 
 from tests.sink.tcp_proxy import TcpProxy
 from tests.support.pubsub import recv_json
 
+# Untyped library modules, used as the worker uses them.
+meta: Any = _meta
+typing_inspect: Any = _typing_inspect
 SINK_DIR = Path(__file__).resolve().parents[2] / "cloud" / "sink"
 DASHBOARD = "http://127.0.0.1:8080"
 
@@ -128,6 +134,27 @@ def test_functions_are_declared_as_deployed() -> None:
     }
     host = json.loads((SINK_DIR / "host.json").read_text())
     assert host["extensions"]["eventHubs"]["maxEventBatchSize"] <= 100
+
+
+def test_annotations_pass_the_workers_binding_checks() -> None:
+    """Each parameter's annotation is one the worker accepts for its binding (a type or a
+    typing generic, and its converter's check), so indexing on Azure does not fail."""
+    sys.path.insert(0, str(SINK_DIR))
+    try:
+        import function_app
+    finally:
+        sys.path.remove(str(SINK_DIR))
+    for fn in indexed(function_app).values():
+        hints = typing.get_type_hints(fn.get_user_function())
+        for binding in json.loads(fn.get_function_json())["bindings"]:
+            if binding["name"] == "$return":
+                converter = meta._ConverterMeta.get(binding["type"])
+                assert converter.check_output_type_annotation(hints["return"])
+                continue
+            annotation = hints[binding["name"]]
+            assert isinstance(annotation, type) or typing_inspect.is_generic_type(annotation)
+            converter = meta._ConverterMeta.get(binding["type"])
+            assert converter.check_input_type_annotation(annotation), binding
 
 
 def test_batch_counts_and_reaches_the_dashboard(fa: ModuleType) -> None:
