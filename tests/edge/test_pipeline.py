@@ -410,3 +410,59 @@ def test_system_clock_is_utc_and_stoppable() -> None:
 def test_sensor_error_subclasses() -> None:
     """SensorError is an OSError, so I/O errors from drivers fit the same handling."""
     assert issubclass(SensorError, OSError)
+
+
+def test_i2c_error_mid_run_nothing_lost_or_doubled() -> None:
+    """Real bme680 library on a fake bus, unplugged mid-run: no message while failing, no
+    made-up values, seq without gaps or repeats, health and LED show it, recovery resumes."""
+    import random
+
+    from enviro_sensor.sensors import SensorSettings, open_sensor
+
+    from .fake_bme680 import DEFAULT_TEMPERATURE, FakeBme680Bus
+
+    bus = FakeBme680Bus(addresses=(0x77,))
+    clock = FakeClock()
+    sensor = open_sensor(
+        SensorSettings(kind="bme680"),
+        device_id="pi-test",
+        i2c_device=bus,
+        sleep=lambda _s: None,
+        monotonic=clock.monotonic,
+        rng=random.Random(1),
+    )
+    publisher = RecordingPublisher()
+    led = RecordingLed()
+    app = App(
+        sensor=sensor, publisher=publisher, pipeline=make_pipeline(clock), clock=clock, led=led
+    )
+
+    def steps(n: int) -> list[bool]:
+        out = []
+        for _ in range(n):
+            out.append(app.step() is not None)
+            clock.advance(10.0)
+        return out
+
+    assert steps(3) == [True, True, True]
+    bus.unplugged = True
+    assert steps(4) == [False] * 4
+    assert led.error_state is True
+    reported = app.reported()
+    assert reported["sensor"]["state"] in ("degraded", "failed")
+    assert reported["sensor"]["address"] == "0x77"
+    assert reported["reads"]["failed"] == 4
+    assert len(publisher.sent) == 3
+
+    bus.unplugged = False
+    clock.advance(60.0)  # past the driver's re-initialisation back-off
+    assert steps(3) == [True, True, True]
+    assert led.error_state is False
+    readings = publisher.readings()
+    assert [r["seq"] for r in readings] == [1, 2, 3, 4, 5, 6]
+    assert len({(r["boot"], r["seq"]) for r in readings}) == 6
+    for r in readings:
+        assert_valid(r)
+        assert r["source"] == "bme680"
+        assert r["temperature"] == pytest.approx(DEFAULT_TEMPERATURE, abs=0.01)
+    assert app.reported()["sensor"]["state"] == "ok"
