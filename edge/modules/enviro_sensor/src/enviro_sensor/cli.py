@@ -420,13 +420,21 @@ def _run(args: argparse.Namespace) -> int:
 
 
 class _StopOnSignals:
-    """Route SIGINT and SIGTERM to ``stop`` while the loop runs (main thread only)."""
+    """Route SIGINT and SIGTERM to ``stop`` while the loop runs (main thread only).
+
+    A second Ctrl-C raises KeyboardInterrupt, for when the current step does not finish.
+    """
 
     def __init__(self, stop: Callable[[], None]) -> None:
         self._stop = stop
+        self._stopping = False
         self._saved: dict[int, object] = {}
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if self._stopping and signum == signal.SIGINT:
+            # A second Ctrl-C: the user does not want to wait (e.g. an I2C read hangs).
+            raise KeyboardInterrupt
+        self._stopping = True
         log.info("%s: stopping after the current reading", signal.Signals(signum).name)
         self._stop()
 
