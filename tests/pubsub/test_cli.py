@@ -90,3 +90,17 @@ def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert result.stdout == "" and "cannot listen" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--hub", "bad-hub!"], ["--port", "70000"]])
+def test_bad_arguments_are_clear_errors(tmp_path: Path, args: list[str]) -> None:
+    """A bad hub name or port exits 2 with the reason on stderr, not a traceback."""
+    result = subprocess.run(
+        [*SERVE, *args, "--key-file", str(tmp_path / "k")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert "Traceback" not in result.stderr and ("hub" in result.stderr or "port" in result.stderr)

@@ -57,7 +57,13 @@ async def _serve(server: WebPubSubServer) -> None:
 
 def _serve_command(args: argparse.Namespace) -> int:
     key = load_or_create_key(Path(args.key_file))
-    server = WebPubSubServer(host=args.host, port=args.port, access_key=key, hubs=args.hub or None)
+    try:
+        server = WebPubSubServer(
+            host=args.host, port=args.port, access_key=key, hubs=args.hub or None
+        )
+    except ValueError as exc:  # ProtocolError (a bad --hub) is a ValueError too
+        logger.error("%s", exc)
+        return 2
     try:
         asyncio.run(_serve(server))
     except OSError as exc:
