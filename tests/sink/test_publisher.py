@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
+import socket
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -203,3 +206,39 @@ def test_settings_choose_the_publisher(pubsub: Any) -> None:
     )
     assert isinstance(real, WebPubSubPublisher)
     NullPublisher().publish(batch(1, 1))  # accepts a batch and does nothing
+
+
+def test_hung_webpubsub_costs_one_timeout_per_batch() -> None:
+    """A service that accepts but never answers: one attempt per batch, all messages counted."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(0.1)
+        accepted: list[socket.socket] = []
+        done = threading.Event()
+
+        def accept() -> None:
+            while not done.is_set():
+                with contextlib.suppress(TimeoutError):
+                    accepted.append(listener.accept()[0])
+
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        port = listener.getsockname()[1]
+        key = base64.b64encode(b"k" * 32).decode()
+        publisher = WebPubSubPublisher.from_connection_string(
+            f"Endpoint=http://127.0.0.1;Port={port};AccessKey={key};Version=1.0;",
+            hub="enviromon",
+            timeout_seconds=0.3,
+        )
+        b = batch(5, 60, pad=4000)  # several messages
+        expected = len(split_messages(b.readings, b.devices)[0])
+        try:
+            publisher.publish(b)
+        finally:
+            done.set()
+            thread.join(timeout=5)
+            for conn in accepted:
+                conn.close()
+    assert expected >= 2
+    assert publisher.failures == expected
+    assert publisher.published == 0
+    assert len(accepted) == 1

@@ -113,7 +113,10 @@ class WebPubSubPublisher:
 
     @property
     def failures(self) -> int:
-        """Messages that could not be published (each logged with its device ids)."""
+        """Messages not published, each logged with its device ids.
+
+        After a batch's first failed message, the rest of that batch is not tried (and counted).
+        """
         with self._lock:
             return self._failures
 
@@ -149,23 +152,28 @@ class WebPubSubPublisher:
             with self._lock:
                 self._failures += len(oversized)
                 self._dropped_readings += len(oversized)
-        for message in messages:
+        for index, message in enumerate(messages):
             try:
                 self._client.send_to_all(message, content_type="application/json")
             except Exception as exc:  # any failure: logged and counted, never raised
+                # The rest of this batch would most likely fail the same way, each after a
+                # timeout that holds up the counting of the next batch: give up on it now.
+                rest = messages[index:]
                 with self._lock:
-                    self._failures += 1
+                    self._failures += len(rest)
                 _log.warning(
-                    "Web PubSub publish failed (%s: %s); %d reading(s) of devices %s not"
-                    " delivered live",
+                    "Web PubSub publish failed (%s: %s); %d message(s), %d reading(s) of"
+                    " devices %s not delivered live",
                     type(exc).__name__,
                     exc,
-                    len(message["readings"]),
-                    ", ".join(sorted(message["devices"])[:_MAX_IDS_LOGGED]) or "-",
+                    len(rest),
+                    sum(len(m["readings"]) for m in rest),
+                    ", ".join(sorted({d for m in rest for d in m["devices"]})[:_MAX_IDS_LOGGED])
+                    or "-",
                 )
-            else:
-                with self._lock:
-                    self._published += 1
+                return
+            with self._lock:
+                self._published += 1
 
 
 def split_messages(
