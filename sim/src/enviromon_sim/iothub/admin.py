@@ -72,8 +72,10 @@ async def _middleware(
         return _error(401, "missing or wrong admin token")
     try:
         return await handler(request)
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, exc.reason)
     except Exception as exc:
         for kind, status in _STATUS:
             if isinstance(exc, kind):

@@ -1,0 +1,212 @@
+"""The `enviromon hub` CLI and the admin HTTP API, against a running hub and without one."""
+
+from __future__ import annotations
+
+import json
+import queue
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.iot.device import IoTHubDeviceClient, IoTHubModuleClient, Message, MethodResponse
+from enviromon_sim.cli import main
+from enviromon_sim.iothub.hub import HubThread, read_state
+from enviromon_sim.iothub.topics import Identity
+
+from tests.support.hub import HubDevice, start_hub, wait_until
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    rc = main(["hub", *args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _admin(
+    hub: HubThread, method: str, path: str, body: Any = None, token: str | None = None
+) -> tuple[int, Any]:
+    state = read_state(hub.hub.state_dir)
+    assert state is not None
+    data = (
+        None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    )
+    req = urllib.request.Request(
+        state["admin_url"] + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {token if token is not None else state['admin_token']}"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=20) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def test_device_add_without_a_hub_then_the_sdk_connects(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`device add` and `connection-string` work with no hub; a hub started later accepts it."""
+    state = tmp_path / "state"
+    rc, out, _ = _cli(
+        capsys, "--state-dir", str(state), "device", "add", "pi-1", "--module", "enviro_sensor"
+    )
+    assert rc == 0
+    conn_str = out.strip()
+    assert conn_str.startswith(
+        "HostName=localhost;DeviceId=pi-1;ModuleId=enviro_sensor;SharedAccessKey="
+    )
+    rc, out, _ = _cli(capsys, "--state-dir", str(state), "connection-string", "pi-1/enviro_sensor")
+    assert (rc, out.strip()) == (0, conn_str)
+    rc, _, err = _cli(capsys, "--state-dir", str(state), "connection-string", "pi-9")
+    assert rc == 1 and "no device" in err
+    hub = start_hub(state)
+    try:
+        assert hub.proxy_port is not None
+        dev = HubDevice(
+            Identity("pi-1", "enviro_sensor"), conn_str, hub.hub.tls.ca_pem(), hub.proxy_port
+        )
+        client = IoTHubModuleClient.create_from_connection_string(conn_str, **dev.client_kwargs())
+        try:
+            client.connect()
+            client.send_message_to_output(Message("hi", message_id="c:1"), "telemetry")
+        finally:
+            client.shutdown()
+        assert [e.body for e in hub.hub.event_log.read_after(0)] == [b"hi"]
+    finally:
+        hub.stop()
+
+
+def test_cli_twin_and_invoke_against_a_running_hub(
+    hub: HubThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`device add`, `twin set/show` and `invoke` go through the admin API to a connected client."""
+    state = str(hub.hub.state_dir)
+    rc, out, _ = _cli(
+        capsys, "--state-dir", state, "device", "add", "pi-2", "--module", "enviro_sensor"
+    )
+    assert rc == 0
+    assert hub.proxy_port is not None
+    dev = HubDevice(
+        Identity("pi-2", "enviro_sensor"), out.strip(), hub.hub.tls.ca_pem(), hub.proxy_port
+    )
+    rc, _, err = _cli(
+        capsys,
+        "--state-dir",
+        state,
+        "invoke",
+        "pi-2/enviro_sensor",
+        "identify",
+        "{}",
+        "--timeout",
+        "1",
+    )
+    assert rc == 1 and "404" in err
+    patches: queue.Queue[Any] = queue.Queue()
+    client = IoTHubModuleClient.create_from_connection_string(
+        dev.connection_string, **dev.client_kwargs()
+    )
+
+    def on_method(req: Any) -> None:
+        client.send_method_response(
+            MethodResponse.create_from_method_request(req, 200, {"got": req.payload})
+        )
+
+    try:
+        client.on_twin_desired_properties_patch_received = patches.put
+        client.on_method_request_received = on_method
+        client.connect()
+        rc, out, _ = _cli(
+            capsys,
+            "--state-dir",
+            state,
+            "twin",
+            "set",
+            "pi-2/enviro_sensor",
+            '{"telemetryInterval": 5}',
+        )
+        assert rc == 0
+        assert json.loads(out)["properties"]["desired"] == {"telemetryInterval": 5, "$version": 2}
+        assert patches.get(timeout=10) == {"telemetryInterval": 5, "$version": 2}
+        rc, _, err = _cli(
+            capsys, "--state-dir", state, "twin", "set", "pi-2/enviro_sensor", '{"a.b": 1}'
+        )
+        assert rc == 1 and "400" in err
+        rc, out, _ = _cli(capsys, "--state-dir", state, "twin", "show", "pi-2/enviro_sensor")
+        assert json.loads(out)["properties"]["desired"]["$version"] == 2
+        wait_until(
+            lambda: hub.run(
+                lambda: (
+                    "$iothub/methods/POST/#"
+                    in hub.core.sessions["pi-2/enviro_sensor"].subscriptions
+                )
+            )
+        )
+        rc, out, _ = _cli(
+            capsys,
+            "--state-dir",
+            state,
+            "invoke",
+            "pi-2/enviro_sensor",
+            "identify",
+            '{"seconds": 5}',
+            "--timeout",
+            "5",
+        )
+        assert rc == 0
+        assert json.loads(out) == {"status": 200, "payload": {"got": {"seconds": 5}}}
+    finally:
+        client.shutdown()
+
+
+def test_admin_api_checks_token_and_input(hub: HubThread) -> None:
+    """No or wrong token → 401; bad JSON, bad values, huge bodies and unknown ids → clear 4xx."""
+    hub.hub.add(Identity("pi-1"))
+    assert _admin(hub, "GET", "/devices", token="")[0] == 401
+    assert _admin(hub, "GET", "/devices", token="wrong")[0] == 401
+    assert _admin(hub, "GET", "/devices") == (200, {"devices": ["pi-1"]})
+    assert _admin(hub, "PATCH", "/twins/pi-1", b"{not json")[0] == 400
+    assert _admin(hub, "PATCH", "/twins/pi-1", {"x": float("nan")})[0] == 400
+    assert _admin(hub, "PATCH", "/twins/nobody", {"x": 1})[0] == 404
+    assert _admin(hub, "PATCH", "/twins/pi-1", b'{"x": "' + b"y" * 70_000 + b'"}')[0] == 413
+    assert _admin(hub, "PUT", "/devices/bad+id")[0] == 400
+    assert _admin(hub, "PUT", "/devices/pi-1")[0] == 409
+    assert _admin(hub, "POST", "/faults/refuse", {"seconds": "soon"})[0] == 400
+    assert _admin(hub, "POST", "/faults/hold-pubacks", {"hold": "yes"})[0] == 400
+    assert _admin(hub, "POST", "/methods/pi-1", {"payload": 1})[0] == 400
+    status, body = _admin(
+        hub, "POST", "/methods/pi-1", {"methodName": "x", "responseTimeoutInSeconds": 1}
+    )
+    assert status == 404 and "not connected" in body["error"]
+    assert _admin(hub, "GET", "/twins/pi-1")[1]["properties"]["desired"] == {"$version": 1}
+
+
+def test_admin_faults_drop_and_in_process_restart(hub: HubThread, hub_device: Any) -> None:
+    """Faults through the admin API: drop, then restart with state kept; the SDK carries on."""
+    dev = hub_device("pi-1")
+    client = IoTHubDeviceClient.create_from_connection_string(
+        dev.connection_string, **dev.client_kwargs()
+    )
+    try:
+        client.on_method_request_received = lambda req: client.send_method_response(
+            MethodResponse.create_from_method_request(req, 201, "ok")
+        )
+        client.connect()
+        client.send_message(Message("1", message_id="a:1"))
+        assert _admin(hub, "POST", "/faults/drop") == (200, {"dropped": 1})
+        wait_until(lambda: hub.core.connects["pi-1"] >= 2, timeout=20)
+        status, _ = _admin(hub, "POST", "/faults/restart", {"down_seconds": 0.5})
+        assert status == 202
+        wait_until(lambda: hub.hub.core is not None and hub.online(dev.identity), timeout=20)
+        client.send_message(Message("2", message_id="a:2"))
+        status, body = _admin(
+            hub, "POST", "/methods/pi-1", {"methodName": "ping", "responseTimeoutInSeconds": 5}
+        )
+        assert (status, body) == (200, {"status": 201, "payload": "ok"})
+        status, stats = _admin(hub, "GET", "/stats")
+        assert status == 200 and stats["online"] == ["pi-1"] and stats["events"] == 2
+    finally:
+        client.shutdown()
+    assert [e.body for e in hub.hub.event_log.read_after(0)] == [b"1", b"2"]
