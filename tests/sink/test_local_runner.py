@@ -211,33 +211,45 @@ def test_routes_match_function_app() -> None:
 # --- the real command, as a process ---------------------------------------------------------
 
 
-def start_runner(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "enviromon_sink.local_runner",
-            "--eventlog",
-            str(tmp_path / "events.db"),
-            "--port",
-            "0",
-            "--batch-size",
-            "10",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=(tmp_path / "runner.log").open("a"),
-        text=True,
-    )
-    assert proc.stdout is not None
+def spawn(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``python -m enviromon_sink.local_runner`` on a free port, stderr to runner.log."""
+    with (tmp_path / "runner.log").open("a") as stderr:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "enviromon_sink.local_runner",
+                "--eventlog",
+                str(tmp_path / "events.db"),
+                "--port",
+                "0",
+                "--batch-size",
+                "10",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+
+
+def api_url(proc: subprocess.Popen[str], tmp_path: Path) -> str:
+    """The API base URL from the runner's ready line (fails after WAIT_S)."""
+    stdout = proc.stdout
+    assert stdout is not None
     ready: list[str] = []
-    reader = threading.Thread(target=lambda: ready.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    reader = threading.Thread(target=lambda: ready.append(stdout.readline()), daemon=True)
     reader.start()
     reader.join(timeout=WAIT_S)
     if not ready or "http://" not in ready[0]:
         proc.kill()
         raise AssertionError(f"runner did not start: {(tmp_path / 'runner.log').read_text()}")
-    return proc, ready[0].split(" on ", 1)[1].strip()
+    return ready[0].split(" on ", 1)[1].strip()
+
+
+def start_runner(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    proc = spawn(tmp_path, env)
+    return proc, api_url(proc, tmp_path)
 
 
 def http(
@@ -312,3 +324,43 @@ def test_command_serves_the_api_and_survives_a_kill(
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=WAIT_S) == 0
+
+
+def test_command_bad_settings_exit_2(tmp_path: Path) -> None:
+    """No Tables connection: exit status 2 and a message naming the setting."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("AZURE_TABLES_CONNECTION_STRING", "AzureWebJobsStorage")
+    }
+    proc = spawn(tmp_path, env)
+    assert proc.wait(timeout=WAIT_S) == 2
+    assert "AZURE_TABLES_CONNECTION_STRING" in (tmp_path / "runner.log").read_text()
+
+
+def test_command_waits_for_tables(tmp_path: Path, azurite: str, table_prefix: str) -> None:
+    """Started before storage is reachable, it retries, then serves once storage is up."""
+    port = urlsplit(azurite.split("TableEndpoint=")[1].split(";")[0]).port
+    assert port is not None
+    proxy = TcpProxy(port)
+    proxy.down()
+    env = {
+        **os.environ,
+        "AZURE_TABLES_CONNECTION_STRING": azurite.replace(
+            f"127.0.0.1:{port}", f"127.0.0.1:{proxy.port}"
+        ),
+        "ENVIROMON_TABLE_PREFIX": table_prefix,
+    }
+    proc = spawn(tmp_path, env)
+    try:
+        log_file = tmp_path / "runner.log"
+        wait_for(lambda: "unreachable" in log_file.read_text(), "a retry while storage is down")
+        assert proc.poll() is None
+        proxy.up()
+        api = api_url(proc, tmp_path)
+        status, _, body = http(f"{api}/devices")
+        assert (status, body) == (200, {"devices": []})
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=WAIT_S) == 0
+        proxy.close()

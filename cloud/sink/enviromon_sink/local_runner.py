@@ -9,7 +9,7 @@ It plays Azure Functions' part on this machine, and is as thin:
 - an HTTP server on 127.0.0.1 serves the same routes as function_app.py (``/api/negotiate``,
   ``/api/devices``, ``/api/devices/{id}/telemetry``), with CORS, for the dashboard.
 
-Run: ``python -m enviromon_sink.local_runner --eventlog .enviromon/hub/events.db``
+Run: ``python -m enviromon_sink.local_runner --eventlog .enviromon/hub/events.sqlite``
 (settings from the environment, as on Azure: see docs/sink-deploy.md).
 """
 
@@ -36,6 +36,8 @@ from enviromon_sink.publisher import PublishableBatch, Publisher
 _log = logging.getLogger(__name__)
 
 DEFAULT_CONSUMER_GROUP = "$Default"
+# Where `enviromon hub serve` keeps its event log (its default --state-dir is .enviromon/hub).
+DEFAULT_EVENTLOG = ".enviromon/hub/events.sqlite"
 
 
 class _LogEvent(Protocol):
@@ -266,8 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--eventlog",
-        default=os.environ.get("ENVIROMON_EVENTLOG"),
-        help="the local hub's event log (SQLite file); default $ENVIROMON_EVENTLOG",
+        default=os.environ.get("ENVIROMON_EVENTLOG", DEFAULT_EVENTLOG),
+        help="the local hub's event log (SQLite file); default $ENVIROMON_EVENTLOG or"
+        f" {DEFAULT_EVENTLOG}",
     )
     parser.add_argument(
         "--consumer-group",
@@ -279,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--port",
         type=int,
-        default=int(os.environ.get("ENVIROMON_API_PORT", "7071")),
+        default=os.environ.get("ENVIROMON_API_PORT", "7071"),
         help="HTTP port; 0 picks a free one (default $ENVIROMON_API_PORT or 7071)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -288,12 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run until SIGTERM/SIGINT. Exit 2 on bad arguments or settings."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 1 <= args.batch_size <= 10_000:
+        parser.error("--batch-size must be 1..10000")
+    if not 0 <= args.port <= 65535:
+        parser.error("--port must be 0..65535")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from enviromon_sink.errors import SettingsError
+    from enviromon_sink.errors import SettingsError, TransientStoreError
     from enviromon_sink.negotiate import token_source_from_settings
     from enviromon_sink.processor import Sink
     from enviromon_sink.publisher import publisher_from_settings
@@ -310,24 +318,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The sim is a dev dependency of the local host only; the sink package never needs it.
     from enviromon_sim.iothub.eventlog import EventLog
 
-    sink = Sink.from_connection_string(settings.tables_connection_string, **settings.sink_options())
-    publisher = publisher_from_settings(settings)
-    log = EventLog(Path(args.eventlog))
-    server = ApiServer(
-        store=sink,
-        tokens=token_source_from_settings(settings),
-        negotiate_minutes=settings.negotiate_minutes,
-        allowed_origin=settings.allowed_origin,
-        host=args.host,
-        port=args.port,
-    )
-    loop = BatchLoop(
-        source=log,
-        sink=sink,
-        publisher=publisher,
-        consumer_group=args.consumer_group,
-        max_events=args.batch_size,
-    )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -335,6 +325,41 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # Tables may come up after us (Azurite starting): wait for it rather than exit.
+    backoff = Backoff()
+    while True:
+        try:
+            sink = Sink.from_connection_string(
+                settings.tables_connection_string, **settings.sink_options()
+            )
+            break
+        except TransientStoreError as exc:
+            delay = backoff.next_delay()
+            _log.warning("Table storage unreachable (%s); retrying in %.1f s", exc, delay)
+            if stop.wait(delay):
+                return 1
+    publisher = publisher_from_settings(settings)
+    log = EventLog(Path(args.eventlog))
+    try:
+        server = ApiServer(
+            store=sink,
+            tokens=token_source_from_settings(settings),
+            negotiate_minutes=settings.negotiate_minutes,
+            allowed_origin=settings.allowed_origin,
+            host=args.host,
+            port=args.port,
+        )
+    except OSError as exc:
+        _log.error("cannot serve on %s:%s: %s", args.host, args.port, exc)
+        log.close()
+        return 2
+    loop = BatchLoop(
+        source=log,
+        sink=sink,
+        publisher=publisher,
+        consumer_group=args.consumer_group,
+        max_events=args.batch_size,
+    )
     server.start()
     # One machine-readable line for scripts and tests that start it on port 0.
     sys.stdout.write(f"enviromon sink API on {server.base_url}\n")
