@@ -42,8 +42,12 @@ _MAX_PROPERTY_CHARS = 1024
 def from_function_events(events: Sequence[func.EventHubEvent]) -> list[InboundEvent]:
     """Adapt one Functions IoT Hub trigger batch (``cardinality="many"``, or one event)."""
     out: list[InboundEvent] = []
+    # With cardinality "many" every event shares the batch's trigger metadata, and each
+    # event's ``metadata`` would parse all of it again: read it once (O(n), not O(n²)).
+    first = events[0].metadata if events else None
+    shared = first if first is not None and "SystemPropertiesArray" in first else None
     for index, event in enumerate(events):
-        metadata: Mapping[str, Any] = event.metadata or {}
+        metadata: Mapping[str, Any] = shared if shared is not None else (event.metadata or {})
         system = _nth(metadata.get("SystemPropertiesArray"), index) or _as_mapping(
             metadata.get("SystemProperties")
         )
