@@ -364,3 +364,46 @@ def test_command_waits_for_tables(tmp_path: Path, azurite: str, table_prefix: st
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=WAIT_S) == 0
         proxy.close()
+
+
+def test_real_device_sdk_to_dashboard(
+    hub: Any, hub_device: Any, azurite: str, table_prefix: str, pubsub: Any
+) -> None:
+    """The whole local pipeline: azure-iot-device → local hub → runner → Azurite → Web PubSub."""
+    from azure.iot.device import IoTHubModuleClient, Message
+
+    dev = hub_device("pi-e2e/enviro_sensor")
+    sink = Sink.from_connection_string(azurite, table_prefix=table_prefix)
+    publisher = WebPubSubPublisher.from_connection_string(pubsub.connection_string, hub="enviromon")
+    ws = open_client(pubsub)
+    client = IoTHubModuleClient.create_from_connection_string(
+        dev.connection_string, **dev.client_kwargs()
+    )
+    try:
+        loop = BatchLoop(
+            source=hub.hub.event_log, sink=sink, publisher=publisher, poll_interval=POLL
+        )
+        with running(loop):
+            client.connect()
+            for seq in range(1, 4):
+                # The body claims another device: identity must come from the hub.
+                msg = Message(  # type: ignore[no-untyped-call]
+                    telemetry_body("pi-someone-else", seq, boot=BOOT, temperature=31.0),
+                    message_id=f"{BOOT}:{seq}",
+                    content_type="application/json",
+                    content_encoding="utf-8",
+                )
+                msg.custom_properties["temperatureAlert"] = "true"
+                client.send_message_to_output(msg, "telemetry")  # as the edge module does
+            received: list[dict[str, Any]] = []
+            while len(received) < 3:
+                received += recv_json(ws, timeout=WAIT_S)["data"]["readings"]
+    finally:
+        client.shutdown()
+        ws.close()
+    assert [(r["deviceId"], r["moduleId"], r["seq"]) for r in received] == [
+        ("pi-e2e", "enviro_sensor", s) for s in (1, 2, 3)
+    ]
+    assert all(r["alert"] for r in received)
+    [state] = sink.list_devices()
+    assert (state["deviceId"], state["count"], state["alert"]) == ("pi-e2e", 3, True)
