@@ -235,3 +235,27 @@ def test_schema_1_round_trip(seq: int, temperature: float) -> None:
     [r] = n.normalise(event(reading_body(seq, temperature=temperature, ts=T0)))
     assert r.seq == seq
     assert r.values["temperature"] == round(temperature, 2)
+
+
+_wrong_value = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=40)
+    | st.lists(st.integers() | st.text(max_size=5), max_size=3)
+    | st.dictionaries(st.text(max_size=5), st.integers(), max_size=2)
+)
+
+
+@given(st.sampled_from(sorted(reading_body(1))), _wrong_value)
+def test_schema_1_with_any_field_replaced_never_crashes(key: str, value: object) -> None:
+    """A schema-1 body with one field set to anything: readings or a RejectedMessageError."""
+    body = {**reading_body(1), key: value}
+    try:
+        raw = json.dumps(body, allow_nan=True).encode()
+        readings = n.normalise(event(raw, seq_no=1))
+    except RejectedMessageError as exc:
+        assert exc.reason
+    else:
+        assert len(readings) == 1 and readings[0].seq is not None

@@ -251,7 +251,7 @@ def _ours(doc: dict[str, Any], ctx: _Context) -> Reading:
         raise RejectedMessageError("ts must be ISO 8601 UTC with Z")
     ts = _parse_ts(ts_raw)
     source = doc["source"]
-    if source not in _OUR_SOURCES:
+    if not isinstance(source, str) or source not in _OUR_SOURCES:
         raise RejectedMessageError(f"source must be bme680 or simulated, got {_show(source)}")
     calibration = doc["calibration"]
     if type(calibration) is not int or not 0 <= calibration <= MAX_CALIBRATION:
