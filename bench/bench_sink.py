@@ -1,0 +1,178 @@
+"""Sink core benchmark: our exactly-once sink against the ORIGINAL enviromon algorithm.
+
+Same Azurite, same load: a catch-up backlog of schema-1 readings from devices hashed over 8
+partitions, cut into batches of 100 events, handed to worker processes (a partition's next
+batch only after its previous one finished, as Event Hubs consumers do), and every batch
+delivered a second time at a random later moment to a random worker.
+
+Figures (one name=value per line):
+  sink.readings_per_s            ours: distinct readings / wall time (also writes history)
+  sink.original_readings_per_s   the original algorithm (sink_workers.py): same readings / time
+  sink.speedup_vs_original       ratio of the two; baseline = the original algorithm
+  sink.table_requests_per_reading  ours: Table requests (all, replays included) / readings
+  sink.original_table_requests_per_reading
+  sink.lost, sink.double_counted                 ours: per-device |Count - truth|, both ways
+  sink.original_lost                             messages whose count was dropped after 10 tries
+  sink.original_double_counted                   replays the original counted again
+  sink.readings_per_s.devices_N / .workers_N     scaling runs (smaller loads; see *.readings)
+
+Set AZURE_TABLES_CONNECTION_STRING to run against a real account instead of a local Azurite.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from azure.data.tables import TableServiceClient  # noqa: E402
+from enviromon_sink.processor import Sink  # noqa: E402
+
+from bench import sink_workers  # noqa: E402
+from tests.sink import load  # noqa: E402
+from tests.support.azurite import Azurite  # noqa: E402
+
+DEVICES = 50
+READINGS = 20_000
+WORKERS = 8
+SCALING_READINGS = 4_000  # per scaling run, to keep the whole bench within ~5 minutes
+
+
+def _prefix() -> str:
+    return "b" + uuid.uuid4().hex[:12]
+
+
+def run_ours(conn: str, *, devices: int, readings: int, workers: int) -> dict[str, float]:
+    prefix = _prefix()
+    sink = Sink.from_connection_string(conn, table_prefix=prefix)
+    workload = load.build(devices=devices, readings=readings, partitions=8, batch_size=100)
+    start = time.perf_counter()
+    results = load.run(
+        workload,
+        workers=workers,
+        work=sink_workers.work_ours,
+        initializer=sink_workers.init_ours,
+        initargs=(conn, prefix),
+    )
+    elapsed = time.perf_counter() - start
+    truth = workload.readings_per_device
+    states = sink.list_devices()
+    lost = sum(max(0, truth - d["count"]) for d in states) + truth * (devices - len(states))
+    double = sum(max(0, d["count"] - truth) for d in states)
+    return {
+        "readings": workload.readings,
+        "seconds": elapsed,
+        "readings_per_s": workload.readings / elapsed,
+        "requests_per_reading": sum(r["requests"] for r in results) / workload.readings,
+        "lost": lost,
+        "double_counted": double,
+        "duplicates": sum(r["duplicates"] for r in results),
+    }
+
+
+def run_original(conn: str, *, devices: int, readings: int, workers: int) -> dict[str, float]:
+    prefix = _prefix()
+    service = TableServiceClient.from_connection_string(conn)
+    service.create_table_if_not_exists(f"{prefix}DeviceState")
+    service.create_table_if_not_exists(f"{prefix}Calibration")
+    workload = load.build(devices=devices, readings=readings, partitions=8, batch_size=100)
+    start = time.perf_counter()
+    results = load.run(
+        workload,
+        workers=workers,
+        work=sink_workers.work_original,
+        initializer=sink_workers.init_original,
+        initargs=(conn, prefix),
+    )
+    elapsed = time.perf_counter() - start
+    committed: Counter[str] = Counter()
+    dropped = 0
+    for result in results:
+        for message, outcome, _ in result["outcomes"]:
+            if outcome == "committed":
+                committed[message] += 1
+            else:
+                dropped += 1
+    # Each message was delivered twice: a second commit is a double count; a message never
+    # committed by either delivery is a lost reading.
+    double = sum(n - 1 for n in committed.values() if n > 1)
+    never = workload.readings - len(committed)
+    table = service.get_table_client(f"{prefix}DeviceState")
+    total_count = sum(int(e["Count"]) for e in table.list_entities())
+    return {
+        "readings": workload.readings,
+        "seconds": elapsed,
+        "readings_per_s": workload.readings / elapsed,
+        "requests_per_reading": sum(r["requests"] for r in results) / workload.readings,
+        "dropped": dropped,
+        "never_counted": never,
+        "double_counted": double,
+        "count_total": total_count,
+    }
+
+
+def _with_tables(body: Callable[[str], None]) -> None:
+    external = os.environ.get("AZURE_TABLES_CONNECTION_STRING")
+    if external:
+        body(external)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Azurite(Path(tmp))
+        try:
+            body(server.connection_string)
+        finally:
+            server.stop()
+
+
+def _emit(name: str, value: Any) -> None:
+    text = f"{value:.3f}" if isinstance(value, float) else str(value)
+    print(f"{name}={text}", flush=True)
+
+
+def _bench(conn: str) -> None:
+    ours = run_ours(conn, devices=DEVICES, readings=READINGS, workers=WORKERS)
+    original = run_original(conn, devices=DEVICES, readings=READINGS, workers=WORKERS)
+    _emit("sink.load", f"{READINGS}_readings_{DEVICES}_devices_{WORKERS}_workers_each_batch_twice")
+    _emit("sink.readings_per_s", ours["readings_per_s"])
+    _emit("sink.original_readings_per_s", original["readings_per_s"])
+    _emit("sink.speedup_vs_original", ours["readings_per_s"] / original["readings_per_s"])
+    _emit("sink.seconds", ours["seconds"])
+    _emit("sink.original_seconds", original["seconds"])
+    _emit("sink.table_requests_per_reading", ours["requests_per_reading"])
+    _emit("sink.original_table_requests_per_reading", original["requests_per_reading"])
+    _emit("sink.lost", int(ours["lost"]))
+    _emit("sink.double_counted", int(ours["double_counted"]))
+    _emit("sink.duplicates_recognised", int(ours["duplicates"]))
+    _emit("sink.original_lost", int(original["never_counted"]))
+    _emit("sink.original_dropped_updates", int(original["dropped"]))
+    _emit("sink.original_double_counted", int(original["double_counted"]))
+    _emit("sink.original_count_total", int(original["count_total"]))
+
+    for devices in (10, 100, 1000):
+        run = run_ours(conn, devices=devices, readings=SCALING_READINGS, workers=WORKERS)
+        _emit(f"sink.readings_per_s.devices_{devices}", run["readings_per_s"])
+        _emit(f"sink.table_requests_per_reading.devices_{devices}", run["requests_per_reading"])
+        _emit(f"sink.lost.devices_{devices}", int(run["lost"] + run["double_counted"]))
+    for workers in (1, 2, 4, 8):
+        run = run_ours(conn, devices=DEVICES, readings=SCALING_READINGS, workers=workers)
+        _emit(f"sink.readings_per_s.workers_{workers}", run["readings_per_s"])
+    _emit("sink.scaling.readings", SCALING_READINGS)
+    _emit("sink.scaling.note", f"scaling_runs_use_{SCALING_READINGS}_readings_each_batch_twice")
+
+
+def main() -> None:
+    _with_tables(_bench)
+
+
+if __name__ == "__main__":
+    main()
