@@ -178,3 +178,23 @@ def test_bad_burn_in_length_refused() -> None:
     for bad in (-1.0, math.nan):
         with pytest.raises(ValueError, match="burn_in_seconds"):
             AirQuality(source="bme680", state_path=None, burn_in_seconds=bad)
+
+
+def test_baseline_from_other_heater_profile_is_not_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A baseline learnt at one heater profile is kept for it and ignored after a change."""
+    path = tmp_path / "aq.json"
+    clock = Tick()
+    aq = AirQuality(source="bme680", state_path=path, profile="320 °C / 150 ms", clock=clock)
+    burn_in(aq, clock, [100_000.0] * 31)
+    assert json.loads(path.read_text("utf-8"))["profile"] == "320 °C / 150 ms"
+    same = AirQuality(source="bme680", state_path=path, profile="320 °C / 150 ms", clock=Tick())
+    assert same.baseline == pytest.approx(100_000.0)
+    with caplog.at_level(logging.WARNING, logger="enviro_sensor.airquality"):
+        other = AirQuality(
+            source="bme680", state_path=path, profile="250 °C / 150 ms", clock=Tick()
+        )
+    assert other.baseline is None
+    assert other.state()["state"] == "burning_in"
+    assert any("250 °C / 150 ms" in r.getMessage() for r in caplog.records)

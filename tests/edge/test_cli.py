@@ -135,6 +135,8 @@ def test_auto_falls_back_loudly(tmp_path: Path) -> None:
         (["--interval", "abc"], "--interval"),
         (["--count", "-1"], "--count"),
         (["--sensor", "bme280"], "--sensor"),
+        (["--oversampling", "8,2"], "--oversampling"),
+        (["--heater-temp", "hot"], "--heater-temp"),
         (["--frobnicate"], "unrecognized arguments"),
     ],
 )
@@ -155,6 +157,8 @@ def test_bad_option_is_one_line_exit_2(tmp_path: Path, args: list[str], needle: 
         ({"ENVIRO_SENSOR": "bme280"}, "sensor kind"),
         ({"ENVIRO_I2C_ADDRESS": "0x10"}, "0x76 or 0x77"),
         ({"ENVIRO_I2C_BUS": "one"}, "ENVIRO_I2C_BUS"),
+        ({"ENVIRO_HEATER_DURATION": "0"}, "ENVIRO_HEATER_DURATION"),
+        ({"ENVIRO_OVERSAMPLING": "8,3,4"}, "ENVIRO_OVERSAMPLING"),
     ],
 )
 def test_bad_environment_is_exit_5(tmp_path: Path, env: dict[str, str], needle: str) -> None:
@@ -164,6 +168,44 @@ def test_bad_environment_is_exit_5(tmp_path: Path, env: dict[str, str], needle: 
     assert needle in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+def test_bad_heater_value_is_exit_5(tmp_path: Path) -> None:
+    """--heater-temp out of range: one line naming the option and the range, exit 5."""
+    result = run(tmp_path, "--sensor", "simulated", "--count", "1", "--heater-temp", "500")
+    assert result.returncode == 5, result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("enviro-sensor: error: bad configuration:")
+    assert "--heater-temp" in line
+    assert "200 and 400 °C, got 500 °C" in line
+
+
+def test_sensor_options_are_accepted(tmp_path: Path) -> None:
+    """Every BME680 option in range: the run works (the simulated sensor ignores them)."""
+    result = run(
+        tmp_path,
+        "--sensor",
+        "simulated",
+        "--count",
+        "1",
+        "--print",
+        "--no-led",
+        "--heater-temp",
+        "250",
+        "--heater-ms",
+        "100",
+        "--oversampling",
+        "16,1,2",
+        "--filter",
+        "0",
+        "--read-retries",
+        "0",
+        ENVIRO_HEATER_TEMPERATURE="500",  # the option wins over the variable
+    )
+    assert result.returncode == 0, result.stderr
+    assert_valid(json.loads(result.stdout))
 
 
 def test_command_does_not_import_the_azure_sdk(tmp_path: Path) -> None:
@@ -202,8 +244,18 @@ def test_help_reads_well(tmp_path: Path) -> None:
         "check the wiring",
         "exit codes:",
         "0x77",
+        "--heater-temp",
+        "--heater-ms",
+        "--oversampling",
+        "--filter",
+        "--read-retries",
     ):
         assert text in result.stdout
+    # argparse wraps to the terminal's width: compare with the line breaks folded.
+    folded = " ".join(result.stdout.split())
+    assert "$ENVIRO_HEATER_TEMPERATURE or 320" in folded
+    assert "$ENVIRO_HEATER_DURATION or 150" in folded
+    assert "$ENVIRO_OVERSAMPLING or 8,2,4" in folded
 
 
 def test_stored_twin_config_is_applied(tmp_path: Path) -> None:

@@ -113,6 +113,8 @@ def test_null_resets_to_default_and_metadata_is_ignored() -> None:
         ({"led": {"enabled": 1}}, "led.enabled: expected true or false"),
         ({"led": {"colour": "red"}}, "led.colour: unknown field"),
         ({"telemetryIntreval": 5}, "telemetryIntreval: unknown field"),
+        # The heater profile is a start-up setting, not a twin field (docs/edge.md says why).
+        ({"sensor": {"heaterTemperature": 250}}, "sensor: unknown field"),
         ({"$version": -1}, "$version: must be >= 0"),
         ({"$version": "7"}, "$version: expected an integer"),
     ],

@@ -9,6 +9,9 @@ from datetime import UTC, datetime
 import pytest
 from enviro_sensor.errors import ConfigError, SensorError, SensorNotFoundError
 from enviro_sensor.sensors import Bme680Sensor, SensorSettings, SimulatedSensor, open_sensor
+from enviro_sensor.sensors.settings import SOURCES, parse_oversampling
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.edge.fake_bme680 import DEFAULT_TEMPERATURE, FakeBme680Bus
 
@@ -144,7 +147,8 @@ def test_settings_defaults() -> None:
         4,
     )
     assert s.filter_size == 3
-    assert s.read_retries >= 1
+    assert s.read_retries == 3
+    assert s.heater_profile == "320 °C / 150 ms"
     assert s.simulated_seed is None
     assert SensorSettings(i2c_address=0x77).addresses == (0x77,)
 
@@ -209,3 +213,99 @@ def test_valid_edge_values_are_accepted(kwargs: dict[str, int]) -> None:
     s = SensorSettings(**kwargs)  # type: ignore[arg-type]
     for key, value in kwargs.items():
         assert getattr(s, key) == value
+
+
+# -- SensorSettings.from_env: ENVIRO_* variables and command-line options -------------------------
+
+
+def test_from_env_reads_every_variable() -> None:
+    """Each documented ENVIRO_* variable sets its field; blanks and unset ones keep defaults."""
+    env = {
+        "ENVIRO_SENSOR": "BME680",
+        "ENVIRO_I2C_BUS": "3",
+        "ENVIRO_I2C_ADDRESS": "0x77",
+        "ENVIRO_HEATER_TEMPERATURE": " 250 ",
+        "ENVIRO_HEATER_DURATION": "100",
+        "ENVIRO_OVERSAMPLING": "16, 1, 2",
+        "ENVIRO_FILTER_SIZE": "7",
+        "ENVIRO_READ_RETRIES": "0",
+        "ENVIRO_SIMULATED_SEED": "-4",
+    }
+    s = SensorSettings.from_env(env)
+    assert (s.kind, s.i2c_bus, s.i2c_address) == ("bme680", 3, 0x77)
+    assert (s.heater_temperature, s.heater_duration) == (250, 100)
+    assert (s.temperature_oversampling, s.humidity_oversampling, s.pressure_oversampling) == (
+        16,
+        1,
+        2,
+    )
+    assert (s.filter_size, s.read_retries, s.simulated_seed) == (7, 0, -4)
+    assert {var for _, var, _ in SOURCES} == set(env)
+    assert SensorSettings.from_env({}) == SensorSettings()
+    assert SensorSettings.from_env({var: " " for var in env}) == SensorSettings()
+
+
+def test_options_win_over_the_environment() -> None:
+    """A command-line option replaces its variable; options not given (None) leave it."""
+    env = {"ENVIRO_HEATER_TEMPERATURE": "250", "ENVIRO_FILTER_SIZE": "7"}
+    s = SensorSettings.from_env(
+        env, overrides={"heater_temperature": 380, "filter_size": None, "oversampling": (1, 1, 1)}
+    )
+    assert (s.heater_temperature, s.filter_size) == (380, 7)
+    assert (s.temperature_oversampling, s.humidity_oversampling, s.pressure_oversampling) == (
+        1,
+        1,
+        1,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "needles"),
+    [
+        ({"ENVIRO_HEATER_TEMPERATURE": "500"}, ["ENVIRO_HEATER_TEMPERATURE", "200 and 400 °C"]),
+        ({"ENVIRO_HEATER_TEMPERATURE": "hot"}, ["ENVIRO_HEATER_TEMPERATURE", "'hot'"]),
+        ({"ENVIRO_HEATER_DURATION": "5000"}, ["ENVIRO_HEATER_DURATION", "1 and 4032 ms"]),
+        ({"ENVIRO_OVERSAMPLING": "8,2"}, ["ENVIRO_OVERSAMPLING", "T,H,P"]),
+        ({"ENVIRO_OVERSAMPLING": "8,3,4"}, ["ENVIRO_OVERSAMPLING", "humidity_oversampling"]),
+        ({"ENVIRO_FILTER_SIZE": "4"}, ["ENVIRO_FILTER_SIZE", "0, 1, 3, 7"]),
+        ({"ENVIRO_READ_RETRIES": "99"}, ["ENVIRO_READ_RETRIES", "0 and 20"]),
+        ({"ENVIRO_I2C_ADDRESS": "0x10"}, ["ENVIRO_I2C_ADDRESS", "0x76 or 0x77"]),
+        ({"ENVIRO_SENSOR": "bme280"}, ["ENVIRO_SENSOR", "auto, bme680, simulated"]),
+    ],
+)
+def test_from_env_names_the_bad_variable(env: dict[str, str], needles: list[str]) -> None:
+    """A bad variable is a ConfigError naming it and why."""
+    with pytest.raises(ConfigError) as info:
+        SensorSettings.from_env(env)
+    for needle in needles:
+        assert needle in str(info.value)
+
+
+def test_from_env_reports_every_problem_under_the_name_typed() -> None:
+    """Two bad values (one variable, one option) are both reported, each by its own name."""
+    with pytest.raises(ConfigError) as info:
+        SensorSettings.from_env(
+            {"ENVIRO_HEATER_DURATION": "0"}, overrides={"heater_temperature": 100}
+        )
+    message = str(info.value)
+    assert "ENVIRO_HEATER_DURATION: heater_duration must be between 1 and 4032 ms" in message
+    assert "--heater-temp: heater_temperature must be between 200 and 400 °C" in message
+
+
+def test_from_env_refuses_an_unknown_override() -> None:
+    """A misspelt override key is a ConfigError, not silently ignored."""
+    with pytest.raises(ConfigError, match="heater_temp"):
+        SensorSettings.from_env({}, overrides={"heater_temp": 300})
+
+
+@given(st.tuples(*[st.sampled_from((0, 1, 2, 4, 8, 16))] * 3))
+def test_parse_oversampling_round_trips(triple: tuple[int, int, int]) -> None:
+    """Any valid T,H,P text parses back to the same three factors."""
+    assert parse_oversampling(",".join(str(n) for n in triple)) == triple
+
+
+@pytest.mark.parametrize("text", ["", "8", "8,2", "8,2,4,1", "8,,4", "a,b,c", "8.0,2,4"])
+def test_parse_oversampling_refuses_malformed_text(text: str) -> None:
+    """Anything but three comma-separated whole numbers is a ValueError naming the format."""
+    with pytest.raises(ValueError, match="T,H,P"):
+        parse_oversampling(text)

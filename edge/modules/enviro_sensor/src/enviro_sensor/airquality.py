@@ -17,7 +17,9 @@ The recipe:
 4. Score = humidity score + gas score.
 
 The baseline is persisted on disk (atomically), so a restart does not burn in again; it is kept per
-sensor source, so a baseline learnt from simulated data is never applied to a real chip.
+sensor source and heater profile, so a baseline learnt from simulated data is never applied to a
+real chip, and one learnt at 320 °C is not applied after the heater was set to 250 °C (the gas
+resistance depends strongly on the heater temperature).
 :meth:`AirQuality.reset` forgets it and starts a new burn-in.
 """
 
@@ -78,6 +80,7 @@ class AirQuality:
         *,
         source: str,
         state_path: str | os.PathLike[str] | None,
+        profile: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         burn_in_seconds: float = BURN_IN_SECONDS,
     ) -> None:
@@ -87,6 +90,8 @@ class AirQuality:
             source: the sensor source ("bme680"/"simulated"); a stored baseline from another
                 source is ignored.
             state_path: file that keeps the baseline across restarts; None keeps it in memory.
+            profile: what else the baseline depends on (the BME680's heater profile); a stored
+                baseline learnt with another profile is ignored.
             clock: monotonic seconds (injectable for tests).
             burn_in_seconds: burn-in length (300 s in Pimoroni's recipe).
 
@@ -96,6 +101,7 @@ class AirQuality:
         if not (math.isfinite(burn_in_seconds) and burn_in_seconds >= 0):
             raise ValueError(f"burn_in_seconds must be finite and >= 0, got {burn_in_seconds}")
         self._source = source
+        self._profile = profile
         self._path = Path(state_path) if state_path is not None else None
         self._clock = clock
         self._burn_in_seconds = burn_in_seconds
@@ -182,8 +188,9 @@ class AirQuality:
             ok = isinstance(data, dict) and data.get("format") == STORE_FORMAT
             baseline = float(data["gasBaseline"]) if ok else math.nan
             source = data.get("source") if ok else None
+            profile = data.get("profile") if ok else None
         except (KeyError, TypeError, ValueError):
-            baseline, source = math.nan, None
+            baseline, source, profile = math.nan, None, None
         if not (math.isfinite(baseline) and baseline > 0):
             log.warning("air-quality baseline %s unusable: burning in again", self._path)
             return None
@@ -195,6 +202,15 @@ class AirQuality:
                 self._source,
             )
             return None
+        if profile != self._profile:
+            log.warning(
+                "air-quality baseline %s was learnt with heater profile %s, now %s: "
+                "burning in again",
+                self._path,
+                profile,
+                self._profile,
+            )
+            return None
         log.info("air-quality baseline %.0f Ω loaded from %s", baseline, self._path)
         return baseline
 
@@ -204,6 +220,7 @@ class AirQuality:
         body = {
             "format": STORE_FORMAT,
             "source": self._source,
+            "profile": self._profile,
             "gasBaseline": self._baseline,
             "samples": len(self._samples),
         }

@@ -118,6 +118,15 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
+def _oversampling(text: str) -> tuple[int, int, int]:
+    from .sensors.settings import parse_oversampling
+
+    try:
+        return parse_oversampling(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _default_state_dir() -> Path:
     explicit = _env("ENVIRO_STATE_DIR")
     if explicit:
@@ -138,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     sensor.add_argument(
         "--sensor",
         choices=("auto", "bme680", "simulated"),
-        default=_env("ENVIRO_SENSOR") or "auto",
+        default=None,
         help="auto: the BME680, or simulated readings (loudly logged) when no chip answers at "
         "start; bme680: the chip or an error; simulated: no hardware "
         "(default: $ENVIRO_SENSOR or auto)",
@@ -163,6 +172,49 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seed of the simulated sensor (default: $ENVIRO_SIMULATED_SEED, else derived "
         "from the device id, so devices differ)",
+    )
+    chip = parser.add_argument_group(
+        "BME680 measurement",
+        "Start-up settings (a new heater profile means a new air-quality burn-in). "
+        "A value out of range is a configuration error (exit code 5).",
+    )
+    chip.add_argument(
+        "--heater-temp",
+        type=_int,
+        default=None,
+        metavar="CELSIUS",
+        help="gas heater target, 200..400 °C (default: $ENVIRO_HEATER_TEMPERATURE or 320)",
+    )
+    chip.add_argument(
+        "--heater-ms",
+        type=_int,
+        default=None,
+        metavar="MS",
+        help="gas heater duration, 1..4032 ms (default: $ENVIRO_HEATER_DURATION or 150)",
+    )
+    chip.add_argument(
+        "--oversampling",
+        type=_oversampling,
+        default=None,
+        metavar="T,H,P",
+        help="oversampling of temperature, humidity and pressure, each 0 (off), 1, 2, 4, 8 or 16 "
+        "(default: $ENVIRO_OVERSAMPLING or 8,2,4)",
+    )
+    chip.add_argument(
+        "--filter",
+        type=_int,
+        default=None,
+        metavar="N",
+        help="IIR filter size: 0 (off), 1, 3, 7, 15, 31, 63 or 127 "
+        "(default: $ENVIRO_FILTER_SIZE or 3)",
+    )
+    chip.add_argument(
+        "--read-retries",
+        type=_int,
+        default=None,
+        metavar="N",
+        help="extra attempts when the chip has no new data yet, 0..20 "
+        "(default: $ENVIRO_READ_RETRIES or 3)",
     )
     run = parser.add_argument_group("run")
     run.add_argument(
@@ -228,14 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _env_int(name: str, value: int | None, *, base: int = 0) -> int | None:
+def _env_int(name: str, value: int | None) -> int | None:
     if value is not None:
         return value
     text = _env(name)
     if text is None:
         return None
     try:
-        return int(text, base)
+        return int(text, 10)
     except ValueError:
         raise ConfigError(f"{name}: {text!r} is not a whole number") from None
 
@@ -344,11 +396,18 @@ def _run(args: argparse.Namespace) -> int:
     config, config_path = _load_config(state_dir)
     log.debug("config %s (from environment and %s)", config, config_path)
 
-    settings = SensorSettings(
-        kind=args.sensor,
-        i2c_bus=_or(_env_int("ENVIRO_I2C_BUS", args.bus), 1),
-        i2c_address=_env_int("ENVIRO_I2C_ADDRESS", args.address),
-        simulated_seed=_env_int("ENVIRO_SIMULATED_SEED", args.seed),
+    settings = SensorSettings.from_env(
+        overrides={
+            "kind": args.sensor,
+            "i2c_bus": args.bus,
+            "i2c_address": args.address,
+            "heater_temperature": args.heater_temp,
+            "heater_duration": args.heater_ms,
+            "oversampling": args.oversampling,
+            "filter_size": args.filter,
+            "read_retries": args.read_retries,
+            "simulated_seed": args.seed,
+        }
     )
     sensor = open_sensor(settings, device_id=device_id)
     clock = SystemClock()
@@ -360,6 +419,8 @@ def _run(args: argparse.Namespace) -> int:
         air_quality = AirQuality(
             source=sensor.source,
             state_path=state_dir / f"airquality-{sensor.source}.json",
+            # A baseline holds only for the heater profile it was learnt with.
+            profile=settings.heater_profile if sensor.source == "bme680" else None,
             clock=clock.monotonic,
         )
         pipeline = Pipeline(
@@ -374,8 +435,8 @@ def _run(args: argparse.Namespace) -> int:
             from .led import StatusLed
 
             led_obj = StatusLed(
-                pin=_or(_env_int("ENVIRO_LED_PIN", args.led_pin, base=10), 17),
-                alert_pin=_env_int("ENVIRO_ALERT_PIN", args.alert_pin, base=10),
+                pin=_or(_env_int("ENVIRO_LED_PIN", args.led_pin), 17),
+                alert_pin=_env_int("ENVIRO_ALERT_PIN", args.alert_pin),
             )
             led = led_obj
         app_holder: list[App] = []

@@ -17,19 +17,39 @@ adds ``$metadata``); any other unknown key is refused, so a typo never goes unno
 
 Environment variables (read by :meth:`ModuleConfig.from_env`; each is optional):
 
-========================================  =====================================  =========
-variable                                  twin field                              default
-========================================  =====================================  =========
-``ENVIRO_TELEMETRY_INTERVAL``             ``telemetryInterval`` (s, 0.5…86400)    10
-``ENVIRO_READINGS_PER_MESSAGE``           ``readingsPerMessage`` (1…500)          1
-``ENVIRO_TEMPERATURE_SLOPE`` / ``_INTERCEPT``  ``calibration.temperature``        1 / 0
-``ENVIRO_HUMIDITY_SLOPE`` / ``_INTERCEPT``     ``calibration.humidity``           1 / 0
-``ENVIRO_PRESSURE_SLOPE`` / ``_INTERCEPT``     ``calibration.pressure``           1 / 0
-``ENVIRO_CPU_COMPENSATION``               ``calibration.cpuCompensation.enabled``  false
-``ENVIRO_CPU_COMPENSATION_FACTOR``        ``calibration.cpuCompensation.factor``   2.25
-``ENVIRO_TEMPERATURE_HIGH``               ``alerts.temperatureHigh`` (°C)          30
-``ENVIRO_LED_ENABLED``                    ``led.enabled``                          true
-========================================  =====================================  =========
+=============================================  =======================================  =======
+variable                                       twin field                               default
+=============================================  =======================================  =======
+``ENVIRO_TELEMETRY_INTERVAL``                  ``telemetryInterval`` (s, 0.5…86400)     10
+``ENVIRO_READINGS_PER_MESSAGE``                ``readingsPerMessage`` (1…500)           1
+``ENVIRO_TEMPERATURE_SLOPE`` / ``_INTERCEPT``  ``calibration.temperature``              1 / 0
+``ENVIRO_HUMIDITY_SLOPE`` / ``_INTERCEPT``     ``calibration.humidity``                 1 / 0
+``ENVIRO_PRESSURE_SLOPE`` / ``_INTERCEPT``     ``calibration.pressure``                 1 / 0
+``ENVIRO_CPU_COMPENSATION``                    ``calibration.cpuCompensation.enabled``  false
+``ENVIRO_CPU_COMPENSATION_FACTOR``             ``calibration.cpuCompensation.factor``   2.25
+``ENVIRO_TEMPERATURE_HIGH``                    ``alerts.temperatureHigh`` (°C)          30
+``ENVIRO_LED_ENABLED``                         ``led.enabled``                          true
+=============================================  =======================================  =======
+
+The sensor's start-up settings come from the environment too, read by
+:meth:`enviro_sensor.sensors.SensorSettings.from_env` (the ``enviro-sensor`` options win over
+them). They are deliberately not twin fields: the gas resistance, and so the air-quality baseline,
+depends on the heater profile, so changing it means re-initialising the chip and burning in
+again; a deployment change (which restarts the module) is the safe way to do that.
+
+=============================  =========================================  ==================
+variable                       setting (command-line option)              default
+=============================  =========================================  ==================
+``ENVIRO_SENSOR``              auto | bme680 | simulated (--sensor)       auto
+``ENVIRO_I2C_BUS``             /dev/i2c-N (--bus)                         1
+``ENVIRO_I2C_ADDRESS``         0x76 or 0x77 (--address)                   probe both
+``ENVIRO_HEATER_TEMPERATURE``  °C, 200…400 (--heater-temp)                320
+``ENVIRO_HEATER_DURATION``     ms, 1…4032 (--heater-ms)                   150
+``ENVIRO_OVERSAMPLING``        T,H,P, each 0/1/2/4/8/16 (--oversampling)  8,2,4
+``ENVIRO_FILTER_SIZE``         0/1/3/7/15/31/63/127 (--filter)            3
+``ENVIRO_READ_RETRIES``        0…20 (--read-retries)                      3
+``ENVIRO_SIMULATED_SEED``      integer (--seed)                           from the device id
+=============================  =========================================  ==================
 
 The last good configuration is persisted by :class:`ConfigStore` (atomically: a temporary file,
 then ``os.replace``), so a restart without a network still calibrates.

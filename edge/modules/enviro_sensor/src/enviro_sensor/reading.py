@@ -37,7 +37,7 @@ class Sensor(Protocol):
 
     @property
     def source(self) -> SourceKind:
-        """"bme680" or "simulated"."""
+        """The source of every reading: "bme680" or "simulated"."""
         ...
 
     def read(self) -> RawReading:

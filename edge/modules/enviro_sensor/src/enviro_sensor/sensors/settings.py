@@ -1,13 +1,19 @@
 """Sensor settings: a frozen, validated dataclass.
 
-The pipeline's configuration (environment, CLI or twin) builds one of these; every value is
-checked here once, so the drivers can trust it.
+Built once at start-up from the ``ENVIRO_*`` environment and the command's options
+(:meth:`SensorSettings.from_env`); every value is checked here once, so the drivers can trust it.
+
+These are start-up settings, not module-twin fields: the gas resistance, and so the air-quality
+baseline, depends on the heater profile, so a new profile needs a re-initialised chip and a new
+burn-in. On IoT Edge, change them in the deployment's environment; edgeAgent restarts the module.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from enviro_sensor.errors import ConfigError
 
@@ -26,6 +32,63 @@ FILTER_SIZES: tuple[int, ...] = (0, 1, 3, 7, 15, 31, 63, 127)
 HEATER_TEMPERATURE_RANGE = (200, 400)  # °C, bme680 2.0.0 / datasheet
 HEATER_DURATION_RANGE = (1, 4032)  # ms, bme680 2.0.0 / datasheet
 READ_RETRIES_RANGE = (0, 20)
+
+#: Where each setting comes from: (field, environment variable, command-line option). The pseudo
+#: field "oversampling" is "T,H,P" and sets the three oversampling fields at once.
+SOURCES: tuple[tuple[str, str, str], ...] = (
+    ("kind", "ENVIRO_SENSOR", "--sensor"),
+    ("i2c_bus", "ENVIRO_I2C_BUS", "--bus"),
+    ("i2c_address", "ENVIRO_I2C_ADDRESS", "--address"),
+    ("heater_temperature", "ENVIRO_HEATER_TEMPERATURE", "--heater-temp"),
+    ("heater_duration", "ENVIRO_HEATER_DURATION", "--heater-ms"),
+    ("oversampling", "ENVIRO_OVERSAMPLING", "--oversampling"),
+    ("filter_size", "ENVIRO_FILTER_SIZE", "--filter"),
+    ("read_retries", "ENVIRO_READ_RETRIES", "--read-retries"),
+    ("simulated_seed", "ENVIRO_SIMULATED_SEED", "--seed"),
+)
+_OVERSAMPLING_FIELDS = (
+    "temperature_oversampling",
+    "humidity_oversampling",
+    "pressure_oversampling",
+)
+
+
+def parse_oversampling(text: str) -> tuple[int, int, int]:
+    """``"T,H,P"`` (e.g. ``"8,2,4"``) as three whole numbers; the range is checked by the settings.
+
+    Raises:
+        ValueError: not three comma-separated whole numbers.
+    """
+    parts = [part.strip() for part in text.split(",")]
+    try:
+        if len(parts) != 3:
+            raise ValueError
+        t, h, p = (int(part, 10) for part in parts)
+    except ValueError:
+        raise ValueError(
+            f"expected T,H,P oversampling (three of 0, 1, 2, 4, 8, 16, e.g. 8,2,4), got {text!r}"
+        ) from None
+    return t, h, p
+
+
+def _parse(name: str, text: str) -> object:
+    if name == "kind":
+        return text.lower()
+    if name == "oversampling":
+        return parse_oversampling(text)
+    try:
+        # An address is written in hex (0x77); everything else is decimal.
+        return int(text, 0 if name == "i2c_address" else 10)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+
+
+def _fields(name: str, value: object) -> dict[str, Any]:
+    if name != "oversampling":
+        return {name: value}
+    if not (isinstance(value, tuple) and len(value) == 3):
+        raise ConfigError(f"oversampling must be a (T, H, P) tuple, got {value!r}")
+    return dict(zip(_OVERSAMPLING_FIELDS, value, strict=True))
 
 
 def _check_int(name: str, value: object) -> int:
@@ -102,6 +165,63 @@ class SensorSettings:
         _check_range("read_retries", self.read_retries, READ_RETRIES_RANGE)
         if self.simulated_seed is not None:
             _check_int("simulated_seed", self.simulated_seed)
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        overrides: Mapping[str, object] | None = None,
+    ) -> SensorSettings:
+        """The settings from the ``ENVIRO_*`` variables, command-line options winning.
+
+        :data:`SOURCES` names the variable and the option of each field.
+
+        Args:
+            environ: the environment (default ``os.environ``); an empty variable counts as unset.
+            overrides: field → value for the options given (None = not given); the key
+                "oversampling" takes a (T, H, P) tuple.
+
+        Raises:
+            ConfigError: naming every bad variable or option and why.
+        """
+        env = os.environ if environ is None else environ
+        given = overrides or {}
+        unknown = set(given) - {name for name, _, _ in SOURCES}
+        if unknown:
+            raise ConfigError(f"unknown sensor setting(s): {', '.join(sorted(unknown))}")
+        fields: dict[str, Any] = {}
+        problems: list[str] = []
+        for name, var, option in SOURCES:
+            value = given.get(name)
+            origin = option
+            if value is None:
+                text = env.get(var, "").strip()
+                if not text:
+                    continue
+                origin = var
+                try:
+                    value = _parse(name, text)
+                except ValueError as exc:
+                    problems.append(f"{var}: {exc}")
+                    continue
+            try:
+                # Each field is checked on its own (the others at their defaults), so every bad
+                # one is reported, under the name the user typed.
+                one = _fields(name, value)
+                cls(**one)
+            except ConfigError as exc:
+                problems.append(f"{origin}: {exc}")
+                continue
+            fields.update(one)
+        if problems:
+            raise ConfigError("sensor settings refused: " + "; ".join(problems))
+        return cls(**fields)
+
+    @property
+    def heater_profile(self) -> str:
+        """The heater profile as text, e.g. "320 °C / 150 ms" (an air-quality baseline's key)."""
+        return f"{self.heater_temperature} °C / {self.heater_duration} ms"
 
     @property
     def addresses(self) -> tuple[int, ...]:
