@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from enviro_sensor.message import (
+    Reading,
     build_reading,
     check_device_id,
     encode,
@@ -30,7 +31,14 @@ VALUES = {
 }
 
 
-def reading(seq: int = 42, *, alert: bool = False, flags: list[str] | None = None):  # type: ignore[no-untyped-def]
+# Verbatim from /work/shared/DESIGN.md, "Telemetry message, version 1".
+DESIGN_EXAMPLE = """{"schema": 1, "deviceId": "pi-kitchen", "boot": "3f2a9c1e", "seq": 42,
+ "ts": "2026-11-25T03:20:00.123Z", "source": "bme680",
+ "temperature": 21.4, "humidity": 45.2, "pressure": 1012.8,
+ "gasResistance": 152000, "iaq": 87.5, "calibration": 3, "flags": []}"""
+
+
+def reading(seq: int = 42, *, alert: bool = False, flags: list[str] | None = None) -> Reading:
     return build_reading(
         device_id="pi-kitchen",
         boot="3f2a9c1e",
@@ -62,7 +70,11 @@ def test_reading_is_design_example() -> None:
         "calibration": 3,
         "flags": [],
     }
-    assert list(payload) == list(json.loads(json.dumps(payload)))
+    # Key order too (dict equality ignores it): the encoded body is DESIGN's example, compacted.
+    assert list(payload) == list(json.loads(DESIGN_EXAMPLE))
+    assert encode(payload) == json.dumps(
+        json.loads(DESIGN_EXAMPLE), separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
     assert_valid(payload)
 
 

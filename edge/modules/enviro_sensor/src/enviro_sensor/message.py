@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .metrics import edge_metrics
 from .reading import SourceKind
 
 SCHEMA_VERSION = 1
@@ -108,8 +109,8 @@ def build_reading(
     """Assemble one reading in schema-1 key order.
 
     ``values`` must already be validated and rounded (see :mod:`enviro_sensor.validation`); the
-    five value keys are always present, null when absent. Duplicate flags are dropped, keeping
-    their first position, because the schema wants unique items.
+    metrics table's edge keys are always present, null when absent. Duplicate flags are dropped,
+    keeping their first position, because the schema wants unique items.
     """
     payload: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
@@ -118,14 +119,12 @@ def build_reading(
         "seq": seq,
         "ts": format_ts(ts),
         "source": source,
-        "temperature": values.get("temperature"),
-        "humidity": values.get("humidity"),
-        "pressure": values.get("pressure"),
-        "gasResistance": values.get("gasResistance"),
-        "iaq": values.get("iaq"),
-        "calibration": calibration,
-        "flags": list(dict.fromkeys(flags)),
     }
+    # The metrics table names the value keys, in its order (DESIGN's order).
+    for m in edge_metrics():
+        payload[m.key] = values.get(m.key)
+    payload["calibration"] = calibration
+    payload["flags"] = list(dict.fromkeys(flags))
     return Reading(payload=payload, alert=alert)
 
 
