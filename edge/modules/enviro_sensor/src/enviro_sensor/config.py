@@ -63,10 +63,10 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import ConfigError
 from .metrics import calibrated_keys, metric
@@ -294,127 +294,171 @@ def _unknown(section: Mapping[str, Any], known: set[str], prefix: str, problems:
             problems.append(f"{prefix}{key}: unknown field")
 
 
+_T = TypeVar("_T")
+
+
+def _pick(
+    section: Mapping[str, Any],
+    key: str,
+    name: str,
+    *,
+    current: _T,
+    default: _T,
+    parse: Callable[[object, str, list[str]], _T | None],
+    problems: list[str],
+) -> _T:
+    """One field of a patch: absent keeps ``current``, null resets to ``default``.
+
+    A value that does not parse is a problem (recorded) and keeps ``current``, so the range
+    checks that follow still mean something and every problem is listed at once.
+    """
+    if key not in section:
+        return current
+    raw = section[key]
+    if raw is None:
+        return default
+    got = parse(raw, name, problems)
+    return current if got is None else got
+
+
+def _open(
+    parent: Mapping[str, Any], key: str, known: set[str], prefix: str, problems: list[str]
+) -> tuple[bool, Mapping[str, Any] | None]:
+    """One object of a patch: (reset to defaults?, the object to merge or None)."""
+    if key not in parent:
+        return False, None
+    value = parent[key]
+    if value is None:
+        return True, None
+    name = prefix + key
+    section = _section(value, name, problems)
+    if section is not None:
+        _unknown(section, known, f"{name}.", problems)
+    return False, section
+
+
+def _merge_calibration(
+    cal: Calibration, patch: Mapping[str, Any], problems: list[str]
+) -> Calibration:
+    keys = calibrated_keys()
+    reset, section = _open(patch, "calibration", {*keys, "cpuCompensation"}, "", problems)
+    if reset:
+        return Calibration()
+    if section is None:
+        return cal
+    changes: dict[str, Any] = {}
+    for key in keys:
+        reset, item = _open(section, key, {"slope", "intercept"}, "calibration.", problems)
+        if reset:
+            changes[key] = Linear()
+        elif item is not None:
+            lin, name = cal.linear(key), f"calibration.{key}"
+            changes[key] = Linear(
+                slope=_pick(
+                    item,
+                    "slope",
+                    f"{name}.slope",
+                    current=lin.slope,
+                    default=Linear().slope,
+                    parse=_number,
+                    problems=problems,
+                ),
+                intercept=_pick(
+                    item,
+                    "intercept",
+                    f"{name}.intercept",
+                    current=lin.intercept,
+                    default=Linear().intercept,
+                    parse=_number,
+                    problems=problems,
+                ),
+            )
+    reset, item = _open(section, "cpuCompensation", {"enabled", "factor"}, "calibration.", problems)
+    if reset:
+        changes["cpu_compensation"] = CpuCompensation()
+    elif item is not None:
+        comp, name = cal.cpu_compensation, "calibration.cpuCompensation"
+        changes["cpu_compensation"] = CpuCompensation(
+            enabled=_pick(
+                item,
+                "enabled",
+                f"{name}.enabled",
+                current=comp.enabled,
+                default=CpuCompensation().enabled,
+                parse=_boolean,
+                problems=problems,
+            ),
+            factor=_pick(
+                item,
+                "factor",
+                f"{name}.factor",
+                current=comp.factor,
+                default=CpuCompensation().factor,
+                parse=_number,
+                problems=problems,
+            ),
+        )
+    return replace(cal, **changes)
+
+
 def _merge(current: ModuleConfig, patch: Mapping[str, Any], problems: list[str]) -> ModuleConfig:
     """Apply a patch field by field, collecting every problem instead of stopping at one."""
     defaults = ModuleConfig()
-    keys = calibrated_keys()
     _unknown(
         patch,
         {"telemetryInterval", "readingsPerMessage", "calibration", "alerts", "led"},
         "",
         problems,
     )
-    interval = current.telemetry_interval
-    if "telemetryInterval" in patch:
-        value = patch["telemetryInterval"]
-        got = (
-            defaults.telemetry_interval
-            if value is None
-            else _number(value, "telemetryInterval", problems)
-        )
-        interval = interval if got is None else got
-    per_message = current.readings_per_message
-    if "readingsPerMessage" in patch:
-        value = patch["readingsPerMessage"]
-        got_int = (
-            defaults.readings_per_message
-            if value is None
-            else _integer(value, "readingsPerMessage", problems)
-        )
-        per_message = per_message if got_int is None else got_int
-
-    cal = current.calibration
-    if "calibration" in patch:
-        section = patch["calibration"]
-        if section is None:
-            cal = defaults.calibration
-        elif (sec := _section(section, "calibration", problems)) is not None:
-            _unknown(sec, {*keys, "cpuCompensation"}, "calibration.", problems)
-            changes: dict[str, Any] = {}
-            for key in keys:
-                if key not in sec:
-                    continue
-                name = f"calibration.{key}"
-                if sec[key] is None:
-                    changes[key] = Linear()
-                    continue
-                item = _section(sec[key], name, problems)
-                if item is None:
-                    continue
-                _unknown(item, {"slope", "intercept"}, f"{name}.", problems)
-                lin = cal.linear(key)
-                slope, intercept = lin.slope, lin.intercept
-                for attr in ("slope", "intercept"):
-                    if attr not in item:
-                        continue
-                    raw = item[attr]
-                    num = (
-                        getattr(Linear(), attr)
-                        if raw is None
-                        else _number(raw, f"{name}.{attr}", problems)
-                    )
-                    if num is not None and attr == "slope":
-                        slope = num
-                    elif num is not None:
-                        intercept = num
-                changes[key] = Linear(slope=slope, intercept=intercept)
-            if "cpuCompensation" in sec:
-                name = "calibration.cpuCompensation"
-                comp = cal.cpu_compensation
-                if sec["cpuCompensation"] is None:
-                    comp = CpuCompensation()
-                elif (item := _section(sec["cpuCompensation"], name, problems)) is not None:
-                    _unknown(item, {"enabled", "factor"}, f"{name}.", problems)
-                    enabled, factor = comp.enabled, comp.factor
-                    if "enabled" in item:
-                        raw = item["enabled"]
-                        flag = (
-                            CpuCompensation().enabled
-                            if raw is None
-                            else _boolean(raw, f"{name}.enabled", problems)
-                        )
-                        enabled = enabled if flag is None else flag
-                    if "factor" in item:
-                        raw = item["factor"]
-                        num = (
-                            CpuCompensation().factor
-                            if raw is None
-                            else _number(raw, f"{name}.factor", problems)
-                        )
-                        factor = factor if num is None else num
-                    comp = CpuCompensation(enabled=enabled, factor=factor)
-                changes["cpu_compensation"] = comp
-            cal = replace(cal, **changes)
+    interval = _pick(
+        patch,
+        "telemetryInterval",
+        "telemetryInterval",
+        current=current.telemetry_interval,
+        default=defaults.telemetry_interval,
+        parse=_number,
+        problems=problems,
+    )
+    per_message = _pick(
+        patch,
+        "readingsPerMessage",
+        "readingsPerMessage",
+        current=current.readings_per_message,
+        default=defaults.readings_per_message,
+        parse=_integer,
+        problems=problems,
+    )
+    cal = _merge_calibration(current.calibration, patch, problems)
 
     high = current.temperature_high
-    if "alerts" in patch:
-        section = patch["alerts"]
-        if section is None:
-            high = defaults.temperature_high
-        elif (sec := _section(section, "alerts", problems)) is not None:
-            _unknown(sec, {"temperatureHigh"}, "alerts.", problems)
-            if "temperatureHigh" in sec:
-                raw = sec["temperatureHigh"]
-                num = (
-                    defaults.temperature_high
-                    if raw is None
-                    else _number(raw, "alerts.temperatureHigh", problems)
-                )
-                high = high if num is None else num
+    reset, section = _open(patch, "alerts", {"temperatureHigh"}, "", problems)
+    if reset:
+        high = defaults.temperature_high
+    elif section is not None:
+        high = _pick(
+            section,
+            "temperatureHigh",
+            "alerts.temperatureHigh",
+            current=high,
+            default=defaults.temperature_high,
+            parse=_number,
+            problems=problems,
+        )
 
     led = current.led_enabled
-    if "led" in patch:
-        section = patch["led"]
-        if section is None:
-            led = defaults.led_enabled
-        elif (sec := _section(section, "led", problems)) is not None:
-            _unknown(sec, {"enabled"}, "led.", problems)
-            if "enabled" in sec:
-                raw = sec["enabled"]
-                flag = (
-                    defaults.led_enabled if raw is None else _boolean(raw, "led.enabled", problems)
-                )
-                led = led if flag is None else flag
+    reset, section = _open(patch, "led", {"enabled"}, "", problems)
+    if reset:
+        led = defaults.led_enabled
+    elif section is not None:
+        led = _pick(
+            section,
+            "enabled",
+            "led.enabled",
+            current=led,
+            default=defaults.led_enabled,
+            parse=_boolean,
+            problems=problems,
+        )
 
     version = current.version
     if "$version" in patch:
