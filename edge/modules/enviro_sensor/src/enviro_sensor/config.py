@@ -337,6 +337,35 @@ def _open(
     return False, section
 
 
+_Part = TypeVar("_Part", Linear, CpuCompensation)
+
+
+def _merge_part(
+    part: _Part,
+    item: Mapping[str, Any],
+    name: str,
+    parsers: Mapping[str, Callable[[object, str, list[str]], Any]],
+    problems: list[str],
+) -> _Part:
+    # The twin's field names are the dataclass's attribute names here (slope, enabled, ...).
+    fresh = type(part)()
+    return replace(
+        part,
+        **{
+            attr: _pick(
+                item,
+                attr,
+                f"{name}.{attr}",
+                current=getattr(part, attr),
+                default=getattr(fresh, attr),
+                parse=parse,
+                problems=problems,
+            )
+            for attr, parse in parsers.items()
+        },
+    )
+
+
 def _merge_calibration(
     cal: Calibration, patch: Mapping[str, Any], problems: list[str]
 ) -> Calibration:
@@ -346,58 +375,19 @@ def _merge_calibration(
         return Calibration()
     if section is None:
         return cal
+    # twin key -> (Calibration attribute, parser of each field)
+    parts: dict[str, tuple[str, dict[str, Callable[[object, str, list[str]], Any]]]] = {
+        key: (key, {"slope": _number, "intercept": _number}) for key in keys
+    }
+    parts["cpuCompensation"] = ("cpu_compensation", {"enabled": _boolean, "factor": _number})
     changes: dict[str, Any] = {}
-    for key in keys:
-        reset, item = _open(section, key, {"slope", "intercept"}, "calibration.", problems)
+    for key, (attr, parsers) in parts.items():
+        reset, item = _open(section, key, set(parsers), "calibration.", problems)
+        part = getattr(cal, attr)
         if reset:
-            changes[key] = Linear()
+            changes[attr] = type(part)()
         elif item is not None:
-            lin, name = cal.linear(key), f"calibration.{key}"
-            changes[key] = Linear(
-                slope=_pick(
-                    item,
-                    "slope",
-                    f"{name}.slope",
-                    current=lin.slope,
-                    default=Linear().slope,
-                    parse=_number,
-                    problems=problems,
-                ),
-                intercept=_pick(
-                    item,
-                    "intercept",
-                    f"{name}.intercept",
-                    current=lin.intercept,
-                    default=Linear().intercept,
-                    parse=_number,
-                    problems=problems,
-                ),
-            )
-    reset, item = _open(section, "cpuCompensation", {"enabled", "factor"}, "calibration.", problems)
-    if reset:
-        changes["cpu_compensation"] = CpuCompensation()
-    elif item is not None:
-        comp, name = cal.cpu_compensation, "calibration.cpuCompensation"
-        changes["cpu_compensation"] = CpuCompensation(
-            enabled=_pick(
-                item,
-                "enabled",
-                f"{name}.enabled",
-                current=comp.enabled,
-                default=CpuCompensation().enabled,
-                parse=_boolean,
-                problems=problems,
-            ),
-            factor=_pick(
-                item,
-                "factor",
-                f"{name}.factor",
-                current=comp.factor,
-                default=CpuCompensation().factor,
-                parse=_number,
-                problems=problems,
-            ),
-        )
+            changes[attr] = _merge_part(part, item, f"calibration.{key}", parsers, problems)
     return replace(cal, **changes)
 
 
