@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -274,36 +276,36 @@ def test_stored_twin_config_is_applied(tmp_path: Path) -> None:
     assert "temperature_out_of_range" in message["flags"]
 
 
-@pytest.mark.timeout(120)
-def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
-    """A run forever stops on SIGINT after its first line: exit 0, no traceback."""
+FOREVER_ARGS = ("--sensor", "simulated", "--count", "0", "--print", "--no-led")
+
+
+@contextlib.contextmanager
+def printing_forever(tmp_path: Path, interval: str) -> Iterator[subprocess.Popen[str]]:
+    """The command printing simulated readings until stopped; killed if still running after."""
     proc = subprocess.Popen(
-        [
-            *command(),
-            "--sensor",
-            "simulated",
-            "--count",
-            "0",
-            "--interval",
-            "30",
-            "--print",
-            "--no-led",
-        ],
+        [*command(), *FOREVER_ARGS, "--interval", interval],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env_for(tmp_path),
     )
     try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=TIMEOUT)
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
+    """A run forever stops on SIGINT after its first line: exit 0, no traceback."""
+    with printing_forever(tmp_path, "30") as proc:
         assert proc.stdout is not None
         first = proc.stdout.readline()
         assert_valid(json.loads(first))
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=TIMEOUT)
     assert proc.returncode == 0, err
     assert out == ""
     assert "Traceback" not in err
@@ -313,32 +315,11 @@ def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_closed_stdout_stops_quietly(tmp_path: Path) -> None:
     """Piped into something that exits (`| head -1`): the command stops, exit 0, no traceback."""
-    proc = subprocess.Popen(
-        [
-            *command(),
-            "--sensor",
-            "simulated",
-            "--count",
-            "0",
-            "--interval",
-            "0.5",
-            "--print",
-            "--no-led",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env_for(tmp_path),
-    )
-    try:
+    with printing_forever(tmp_path, "0.5") as proc:
         assert proc.stdout is not None and proc.stderr is not None
-        proc.stdout.readline()
+        assert_valid(json.loads(proc.stdout.readline()))
         proc.stdout.close()
         proc.wait(timeout=TIMEOUT)
         err = proc.stderr.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=TIMEOUT)
     assert proc.returncode == 0, err
     assert "Traceback" not in err

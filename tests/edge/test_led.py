@@ -47,6 +47,18 @@ def led_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == LED_LOGGER]
 
 
+def steady_error(
+    status: StatusLed, factory: MockFactory, monkeypatch: pytest.MonkeyPatch
+) -> MockPin:
+    """Show the error pattern with a 30 s "on": the pin stays on, its history cleared."""
+    monkeypatch.setattr(led_module, "ERROR_BLINK_S", (30.0, 30.0))
+    pin = factory.pin(17)
+    status.error(True)
+    assert wait_for(lambda: pin.state is True)
+    pin.clear_states()
+    return pin
+
+
 def pattern_of(status: StatusLed) -> str:
     # Read the property afresh: mypy narrows a repeated `status.pattern` to its first value.
     return status.pattern
@@ -130,11 +142,7 @@ def test_reading_blinks_do_not_garble_error_or_alert(
     status: StatusLed, factory: MockFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While error shows, reading_sent() leaves the pin alone."""
-    monkeypatch.setattr(led_module, "ERROR_BLINK_S", (30.0, 30.0))
-    pin = factory.pin(17)
-    status.error(True)
-    assert wait_for(lambda: pin.state is True)
-    pin.clear_states()
+    pin = steady_error(status, factory, monkeypatch)
     status.reading_sent()
     time.sleep(0.2)
     assert states(pin) == [True]
@@ -163,11 +171,7 @@ def test_identify_blinks_fast_then_restores(
     status: StatusLed, factory: MockFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """identify(s) wins over error for s seconds, then the error pattern comes back."""
-    monkeypatch.setattr(led_module, "ERROR_BLINK_S", (30.0, 30.0))
-    pin = factory.pin(17)
-    status.error(True)
-    assert wait_for(lambda: pin.state is True)
-    pin.clear_states()
+    pin = steady_error(status, factory, monkeypatch)
     status.identify(1.0)
     assert status.pattern == "identify"
     assert wait_for(lambda: len(pin.states) >= 6, timeout=1.0)
