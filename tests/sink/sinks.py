@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from azure.data.tables import TableServiceClient
+from azure.data.tables import EntityProperty, TableServiceClient
 from enviromon_sink.keys import table_name
 from enviromon_sink.processor import Sink
 
@@ -15,6 +15,11 @@ def make_sink(conn: str, prefix: str, **kw: Any) -> Sink:
 
 
 def rows(conn: str, prefix: str, role: str) -> list[dict[str, Any]]:
-    """Every entity of one of the sink's tables."""
+    """Every entity of one of the sink's tables (Int64 properties unwrapped to int)."""
     service = TableServiceClient.from_connection_string(conn)
-    return [dict(e) for e in service.get_table_client(table_name(prefix, role)).list_entities()]
+    table = service.get_table_client(table_name(prefix, role))
+    return [{k: _plain(v) for k, v in e.items()} for e in table.list_entities()]
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, EntityProperty) else value

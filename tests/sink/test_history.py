@@ -155,3 +155,43 @@ def test_legacy_schemas_counted_exactly_once_by_hub_sequence(
         devices["edge1"]["count"] == 1
         and devices["edge1"]["moduleId"] == "SimulatedTemperatureSensor"
     )
+
+
+def test_big_hub_sequence_numbers_in_history_and_dead_letters(
+    azurite: str, table_prefix: str
+) -> None:
+    """Legacy readings keyed by hub sequence numbers past 2**31 are stored and queried."""
+    sink = make_sink(azurite, table_prefix)
+    big = 2**33 + 5
+    sink.process(
+        [
+            event({"temperature": 20.5}, device="pi-a", seq_no=big),
+            event(b"{bad", device="pi-a", seq_no=big + 1),
+        ]
+    )
+    [row] = rows(azurite, table_prefix, "history")
+    assert row["Seq"] == big
+    got = sink.history("pi-a", T0 - timedelta(days=1), T0 + timedelta(days=1))
+    assert [r["seq"] for r in got] == [big]
+    [letter] = rows(azurite, table_prefix, "deadletter")
+    assert letter["SequenceNumber"] == big + 1
+
+
+def test_one_transaction_request_per_device_per_batch(azurite: str, table_prefix: str) -> None:
+    """History goes out as one $batch request per device and batch (no fallback resend)."""
+    from tests.sink.transport import FaultyTransport
+
+    transport = FaultyTransport()
+    sink = make_sink(azurite, table_prefix, transport=transport)
+    batches: list[str] = []
+    original = transport.send
+
+    def spy(request: object, **kw: object) -> object:
+        if "$batch" in request.url:  # type: ignore[attr-defined]
+            batches.append(request.url)  # type: ignore[attr-defined]
+        return original(request, **kw)
+
+    transport.send = spy  # type: ignore[method-assign]
+    sink.process([event(reading_body(s), device=d) for d in ("pi-a", "pi-b") for s in range(1, 31)])
+    assert len(batches) == 2
+    assert len(rows(azurite, table_prefix, "history")) == 60

@@ -126,3 +126,15 @@ def test_deadline_raises_contention(azurite: str, table_prefix: str) -> None:
         a.commit(dev, always_beaten)
     back = b.get(dev)
     assert back is not None and back.last_seq == seq[0]
+
+
+def test_sequence_numbers_beyond_int32_are_stored(azurite: str, table_prefix: str) -> None:
+    """Hub sequence numbers and seqs past 2**31 are written as Int64 and read back."""
+    store = make_store(azurite, table_prefix)
+    dev = "pi-big"
+    big = [reading(dev, 2**40), reading(dev, 2**62)]
+    store.commit(dev, folding(big))
+    store.forget()
+    _, counted = store.commit(dev, folding(big))
+    back = store.get(dev)
+    assert counted == 0 and back is not None and back.last_seq == 2**62 and back.count == 2

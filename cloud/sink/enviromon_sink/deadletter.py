@@ -27,7 +27,7 @@ from azure.data.tables import TableClient
 from enviromon_sink.events import InboundEvent
 from enviromon_sink.history import upsert_rows
 from enviromon_sink.keys import escape_key
-from enviromon_sink.store import translate_errors
+from enviromon_sink.store import int64, translate_errors
 
 NO_DEVICE_PARTITION: Final = "~nodevice"
 #: Characters of a text body kept (≤ 16 K UTF-16 units even if all are astral).
@@ -71,6 +71,7 @@ def to_row(letter: DeadLetter) -> dict[str, Any]:
     """The dead-letter entity for one refused event."""
     event = letter.event
     body = bytes(event.body) if isinstance(event.body, bytes | bytearray) else b""
+    seq_no = event.sequence_number
     row: dict[str, Any] = {
         "PartitionKey": escape_key(event.device_id) if event.device_id else NO_DEVICE_PARTITION,
         "RowKey": row_key(event),
@@ -78,7 +79,7 @@ def to_row(letter: DeadLetter) -> dict[str, Any]:
         "DeviceId": _clip(event.device_id or "", MAX_FIELD_CHARS),
         "ModuleId": _clip(event.module_id or "", MAX_FIELD_CHARS),
         "MessageId": _clip(event.message_id or "", MAX_FIELD_CHARS),
-        "SequenceNumber": event.sequence_number if event.sequence_number is not None else -1,
+        "SequenceNumber": int64(seq_no if isinstance(seq_no, int) else -1),
         "BodyBytes": len(body),
         "Properties": _clip(_properties(event), 2000),
     }

@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
+from urllib.parse import quote
 
-from azure.data.tables import TableClient, UpdateMode
+from azure.core.rest import HttpRequest
+from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
 
 from enviromon_sink.keys import escape_key, unescape_key
 from enviromon_sink.normalise import Reading
-from enviromon_sink.store import translate_errors
+from enviromon_sink.store import int64, translate_errors
 
 _log = logging.getLogger(__name__)
 
@@ -53,7 +57,7 @@ def to_row(reading: Reading) -> dict[str, Any]:
         "ModuleId": reading.module_id or "",
         "Label": reading.label or "",
         "Boot": reading.boot,
-        "Seq": reading.seq if reading.seq is not None else -1,
+        "Seq": int64(reading.seq if reading.seq is not None else -1),
         "Ts": reading.ts,
         "Source": reading.source,
         "Values": json.dumps(dict(reading.values), separators=(",", ":")),
@@ -187,11 +191,107 @@ def upsert_rows(table: TableClient, rows: Iterable[Mapping[str, Any]]) -> int:
             batch: Sequence[Mapping[str, Any]] = list(partition.values())
             for start in range(0, len(batch), MAX_TRANSACTION):
                 chunk = batch[start : start + MAX_TRANSACTION]
-                table.submit_transaction(
-                    [("upsert", dict(row), {"mode": UpdateMode.REPLACE}) for row in chunk]
-                )
+                if not _fast_upsert(table, chunk):
+                    # Anything but a clean 202 with every part 2xx: let the SDK send it again
+                    # and raise its own, precise error (or succeed, if the trouble passed).
+                    table.submit_transaction(
+                        [("upsert", dict(row), {"mode": UpdateMode.REPLACE}) for row in chunk]
+                    )
                 sent += 1
     return sent
+
+
+# -- a lean entity-group transaction --------------------------------------------------------
+#
+# azure-data-tables 12.7 builds a transaction with the email package and applies its policies to
+# every part on a fresh thread pool: about 1 ms of CPU per entity, which made history writes the
+# sink's main cost. This writes the same documented wire format ("Performing entity group
+# transactions", OData batch, multipart/mixed with CRLF) directly, and sends it through the same
+# SDK pipeline (authentication, retries, transport). Only a clean success is taken from it.
+
+_STATUS_RE: Final = re.compile(rb"^HTTP/1\.1 (\d{3}) ", re.MULTILINE)
+_INT32: Final = range(-(2**31), 2**31)
+
+
+def _fast_upsert(table: TableClient, rows: Sequence[Mapping[str, Any]]) -> bool:
+    try:
+        client = table._client
+        base = table.url.split("?", 1)[0].rstrip("/")
+        name = table.table_name
+    except AttributeError:  # a different SDK layout: use the public path
+        return False
+    batch, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
+    parts = [f"--{batch}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n".encode()]
+    for index, row in enumerate(rows):
+        keys = f"PartitionKey='{_key(row['PartitionKey'])}',RowKey='{_key(row['RowKey'])}'"
+        url = f"{base}/{name}({keys})"
+        body = json.dumps(_odata(row), ensure_ascii=True, separators=(",", ":")).encode()
+        parts.append(
+            (
+                f"--{changeset}\r\n"
+                "Content-Type: application/http\r\n"
+                "Content-Transfer-Encoding: binary\r\n"
+                f"Content-ID: {index}\r\n\r\n"
+                f"PUT {url} HTTP/1.1\r\n"
+                "Content-Type: application/json\r\n"
+                "Accept: application/json;odata=nometadata\r\n"
+                "DataServiceVersion: 3.0\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body
+            + b"\r\n"
+        )
+    parts.append(f"--{changeset}--\r\n\r\n--{batch}--\r\n".encode())
+    request = HttpRequest(
+        "POST",
+        f"{base}/$batch",
+        headers={
+            "Content-Type": f"multipart/mixed; boundary={batch}",
+            "Accept": "application/json",
+            "DataServiceVersion": "3.0",
+            "MaxDataServiceVersion": "3.0;NetFx",
+        },
+        content=b"".join(parts),
+    )
+    response = client.send_request(request, stream=True)
+    if response.status_code != 202:
+        return False
+    statuses = [int(m) for m in _STATUS_RE.findall(response.read())]
+    return len(statuses) == len(rows) and all(200 <= s < 300 for s in statuses)
+
+
+def _key(value: Any) -> str:
+    return quote(str(value).replace("'", "''"), safe="~")
+
+
+def _odata(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row as OData JSON with the type annotations the Table service needs."""
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        if value is None:
+            continue
+        if isinstance(value, EntityProperty):
+            if value.edm_type != EdmType.INT64:
+                raise TypeError(f"{name}: only Int64 EntityProperty supported here")
+            out[name] = str(int(value.value))
+            out[f"{name}@odata.type"] = "Edm.Int64"
+        elif isinstance(value, bool | str):
+            out[name] = value
+        elif isinstance(value, int):
+            if value in _INT32:
+                out[name] = value
+            else:
+                out[name] = str(value)
+                out[f"{name}@odata.type"] = "Edm.Int64"
+        elif isinstance(value, float):
+            out[name] = value
+            out[f"{name}@odata.type"] = "Edm.Double"
+        elif isinstance(value, datetime):
+            out[name] = _iso(value)
+            out[f"{name}@odata.type"] = "Edm.DateTime"
+        else:
+            raise TypeError(f"{name}: {type(value).__name__} is not a Table property type here")
+    return out
 
 
 def _iso(ts: datetime) -> str:

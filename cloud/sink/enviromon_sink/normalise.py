@@ -148,7 +148,7 @@ def normalise(event: InboundEvent, *, temperature_alert: float | None = None) ->
         device_id=device_id,
         module_id=module_id,
         event=event,
-        property_alert=str(event.properties.get("temperatureAlert", "")).lower() == "true",
+        property_alert=_property_text(event.properties.get("temperatureAlert")) == "true",
         threshold=temperature_alert,
     )
     if isinstance(doc, list):
@@ -503,6 +503,13 @@ def _unique_keys(pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
             raise RejectedMessageError(f"duplicate key {_show(key)}")
         out[key] = value
     return out
+
+
+def _property_text(value: Any) -> str:
+    """An application property as lower-case text (adapters may hand over bytes)."""
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("utf-8", "replace")
+    return str(value).strip().lower() if value is not None else ""
 
 
 def _is_number(value: Any) -> bool:

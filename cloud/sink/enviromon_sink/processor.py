@@ -26,7 +26,7 @@ from azure.data.tables import TableServiceClient
 
 from enviromon_sink.counting import DeviceState, Outcome, fold
 from enviromon_sink.deadletter import DeadLetter, DeadLetterStore
-from enviromon_sink.errors import RejectedMessageError
+from enviromon_sink.errors import RejectedMessageError, TransientStoreError
 from enviromon_sink.events import InboundEvent
 from enviromon_sink.history import HistoryStore, reading_json, row_key
 from enviromon_sink.keys import table_name
@@ -247,6 +247,12 @@ class Sink:
         ][: self._prune_per_batch]
         for device in due:
             self._pruned_at[device] = now
-            deleted = self._history.prune(device, now - self._retention)
+            try:
+                deleted = self._history.prune(device, now - self._retention)
+            except TransientStoreError as exc:
+                # Housekeeping: the counts are committed; never fail (and re-run) the batch
+                # for it. The next prune of this device catches up.
+                _log.warning("pruning history of %r failed: %s", device, exc)
+                continue
             if deleted:
                 _log.info("pruned %d history rows of %r", deleted, device)

@@ -32,7 +32,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
 
 from enviromon_sink.counting import BootMark, DeviceState
 from enviromon_sink.errors import StoreContentionError, TransientStoreError
@@ -220,12 +220,12 @@ def to_entity(state: DeviceState) -> dict[str, Any]:
         "PartitionKey": escape_key(state.device_id),
         "RowKey": STATE_ROW,
         "DeviceId": state.device_id,
-        "Count": state.count,
-        "Duplicates": state.duplicates,
-        "Missing": state.missing,
-        "Rejected": state.rejected,
+        "Count": int64(state.count),
+        "Duplicates": int64(state.duplicates),
+        "Missing": int64(state.missing),
+        "Rejected": int64(state.rejected),
         "Boot": state.boot or "",
-        "LastSeq": state.last_seq if state.last_seq is not None else -1,
+        "LastSeq": int64(state.last_seq if state.last_seq is not None else -1),
         "Boots": json.dumps([m.to_json() for m in state.boots], separators=(",", ":")),
         "Values": json.dumps(dict(state.values), separators=(",", ":")),
         "Source": state.source or "",
@@ -236,7 +236,7 @@ def to_entity(state: DeviceState) -> dict[str, Any]:
         "Label": state.label or "",
     }
     if state.rejected_seq is not None:
-        entity["RejectedSeq"] = state.rejected_seq
+        entity["RejectedSeq"] = int64(state.rejected_seq)
     if state.last_seen is not None:
         entity["LastSeen"] = state.last_seen
     return entity
@@ -269,6 +269,11 @@ def from_entity(entity: Mapping[str, Any]) -> DeviceState:
         module_id=entity.get("ModuleId") or None,
         label=entity.get("Label") or None,
     )
+
+
+def int64(value: int) -> EntityProperty:
+    """An Int64 Table property: the SDK refuses a plain int beyond Int32's range."""
+    return EntityProperty(int(value), EdmType.INT64)
 
 
 def _int(value: Any) -> int:
