@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,24 @@ def test_no_cpu_source_gives_none() -> None:
     assert CpuTemperature(source=None).sample() is None
     with pytest.raises(ValueError, match="window"):
         CpuTemperature(source=None, window=0)
+
+
+def test_cpu_source_is_found_at_first_sample_only() -> None:
+    """With find=, the source is looked up once, at the first sample, not at construction."""
+    calls: list[int] = []
+
+    def find() -> Callable[[], float]:
+        calls.append(1)
+        return lambda: 47.0
+
+    cpu = CpuTemperature(source=None, find=find)
+    assert calls == []
+    assert [cpu.sample(), cpu.sample()] == [47.0, 47.0]
+    assert calls == [1]
+    nothing = CpuTemperature(source=None, find=lambda: None)
+    assert nothing.sample() is None
+    with pytest.raises(ValueError, match="not both"):
+        CpuTemperature(source=lambda: 1.0, find=find)
 
 
 def test_sysfs_cpu_temperature_reads_millidegrees(tmp_path: Path) -> None:

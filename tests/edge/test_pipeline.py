@@ -134,6 +134,21 @@ def test_cpu_compensation_in_pass() -> None:
     assert "cpu_temperature_unavailable" in no_cpu.payload["flags"]
 
 
+def test_cpu_compensation_switched_on_at_run_time() -> None:
+    """A twin patch that turns compensation on takes effect at the next reading."""
+    clock = FakeClock()
+    cpu = CpuTemperature(source=None, find=lambda: lambda: 50.0)
+    pipeline = make_pipeline(clock, ModuleConfig(), cpu=cpu)
+    assert pipeline.process(raw(30.0)).payload["temperature"] == 30.0
+    pipeline.set_config(
+        ModuleConfig().apply_patch(
+            {"calibration": {"cpuCompensation": {"enabled": True, "factor": 2.0}}, "$version": 2}
+        )
+    )
+    payload = pipeline.process(raw(30.0)).payload
+    assert (payload["temperature"], payload["calibration"], payload["flags"]) == (20.0, 2, [])
+
+
 def test_impossible_values_are_flagged_not_sent() -> None:
     """NaN and out-of-range values become null plus a flag; the message still validates."""
     clock = FakeClock()

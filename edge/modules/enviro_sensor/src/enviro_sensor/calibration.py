@@ -105,24 +105,40 @@ class CpuTemperature:
     compensating with stale data.
     """
 
-    def __init__(self, *, source: TemperatureSource | None, window: int = 10) -> None:
+    def __init__(
+        self,
+        *,
+        source: TemperatureSource | None,
+        window: int = 10,
+        find: Callable[[], TemperatureSource | None] | None = None,
+    ) -> None:
         """Create the smoother.
 
         Args:
             source: gpiozero ``CPUTemperature()`` or a callable returning °C; None = no CPU
                 temperature on this machine (every sample is None).
             window: how many good samples the moving average spans (>= 1).
+            find: with ``source=None``, called once at the first sample to find the source
+                (e.g. :func:`default_cpu_temperature`), so a module that starts with
+                compensation off neither imports gpiozero nor probes sysfs until a twin patch
+                turns it on.
 
         Raises:
-            ValueError: ``window`` < 1.
+            ValueError: ``window`` < 1, or both ``source`` and ``find`` given.
         """
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
+        if source is not None and find is not None:
+            raise ValueError("give a source or a way to find one, not both")
         self._source = source
+        self._find = find
         self._samples: deque[float] = deque(maxlen=window)
         self._warned = False
 
     def _read_source(self) -> float:
+        if self._find is not None:
+            find, self._find = self._find, None
+            self._source = find()
         source = self._source
         if source is None:
             raise OSError("no CPU temperature source")

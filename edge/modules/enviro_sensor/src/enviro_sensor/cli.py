@@ -413,9 +413,9 @@ def _run(args: argparse.Namespace) -> int:
     clock = SystemClock()
     led_obj = None
     try:
-        cpu = None
-        if config.calibration.cpu_compensation.enabled:
-            cpu = CpuTemperature(source=default_cpu_temperature())
+        # Always there, found at its first use: compensation may be switched on by a twin patch
+        # at run time, and a module that never uses it should not pay for importing gpiozero.
+        cpu = CpuTemperature(source=None, find=default_cpu_temperature)
         air_quality = AirQuality(
             source=sensor.source,
             state_path=state_dir / f"airquality-{sensor.source}.json",
