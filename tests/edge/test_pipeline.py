@@ -200,6 +200,10 @@ def test_every_message_validates(
     for _ in range(6):  # past the minimum burn-in samples, so iaq is computed too
         reading = pipeline.process(raw(t, h, p, gas, heat_stable=heat_stable))
         assert_valid(reading.payload)
+        for key, value in (("temperature", t), ("humidity", h), ("pressure", p)):
+            if not math.isfinite(value):  # never sent as a value: null, and flagged
+                assert reading.payload[key] is None
+                assert f"{key}_invalid" in reading.payload["flags"]
 
 
 def test_read_failure_sends_nothing_and_shows_error() -> None:
