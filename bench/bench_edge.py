@@ -17,12 +17,15 @@ printed, so there is no baseline to name.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -117,6 +120,28 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=TIMEOUT)
 
 
+def _line_reader(proc: subprocess.Popen[bytes]) -> Callable[[], bytes]:
+    """A readline for proc's stdout that gives up after TIMEOUT (b"" at end of output)."""
+    lines: queue.Queue[bytes] = queue.Queue()
+    stdout = proc.stdout
+    assert stdout is not None
+
+    def pump() -> None:
+        for line in stdout:
+            lines.put(line)
+        lines.put(b"")
+
+    threading.Thread(target=pump, daemon=True).start()
+
+    def readline() -> bytes:
+        try:
+            return lines.get(timeout=TIMEOUT)
+        except queue.Empty:
+            raise RuntimeError(f"enviro-sensor printed nothing for {TIMEOUT:g} s") from None
+
+    return readline
+
+
 def start_to_first_reading(state: str) -> list[float]:
     times = []
     for _ in range(STARTS):
@@ -128,8 +153,7 @@ def start_to_first_reading(state: str) -> list[float]:
             env=_env(state),
         )
         try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
+            line = _line_reader(proc)()
             elapsed = time.perf_counter() - start
             if not line.startswith(b"{"):
                 raise RuntimeError(f"enviro-sensor printed no reading: {line!r}")
@@ -147,10 +171,9 @@ def rss_mb(state: str) -> float:
         env=_env(state),
     )
     try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + TIMEOUT
+        readline = _line_reader(proc)
         for _ in range(10):
-            if not proc.stdout.readline() or time.monotonic() > deadline:
+            if not readline():
                 raise RuntimeError("enviro-sensor stopped printing readings")
         rss: int = psutil.Process(proc.pid).memory_info().rss
     finally:
