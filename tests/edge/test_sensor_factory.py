@@ -310,3 +310,23 @@ def test_parse_oversampling_refuses_malformed_text(text: str) -> None:
     """Anything but three comma-separated whole numbers is a ValueError naming the format."""
     with pytest.raises(ValueError, match="T,H,P"):
         parse_oversampling(text)
+
+
+@given(
+    temperature=st.integers(min_value=-1000, max_value=5000),
+    duration=st.integers(min_value=-10, max_value=10_000),
+)
+def test_heater_variables_are_taken_or_refused_by_name(temperature: int, duration: int) -> None:
+    """Any whole numbers: in range they are the settings; out of range each is named."""
+    env = {"ENVIRO_HEATER_TEMPERATURE": str(temperature), "ENVIRO_HEATER_DURATION": str(duration)}
+    temperature_ok = 200 <= temperature <= 400
+    duration_ok = 1 <= duration <= 4032
+    if temperature_ok and duration_ok:
+        s = SensorSettings.from_env(env)
+        assert (s.heater_temperature, s.heater_duration) == (temperature, duration)
+        return
+    with pytest.raises(ConfigError) as info:
+        SensorSettings.from_env(env)
+    message = str(info.value)
+    assert ("ENVIRO_HEATER_TEMPERATURE" in message) == (not temperature_ok)
+    assert ("ENVIRO_HEATER_DURATION" in message) == (not duration_ok)
