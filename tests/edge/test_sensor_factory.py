@@ -10,7 +10,7 @@ import pytest
 from enviro_sensor.errors import ConfigError, SensorError, SensorNotFoundError
 from enviro_sensor.sensors import Bme680Sensor, SensorSettings, SimulatedSensor, open_sensor
 from enviro_sensor.sensors.settings import SOURCES, parse_oversampling
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.edge.fake_bme680 import DEFAULT_TEMPERATURE, FakeBme680Bus
@@ -299,6 +299,7 @@ def test_from_env_refuses_an_unknown_override() -> None:
         SensorSettings.from_env({}, overrides={"heater_temp": 300})
 
 
+@settings(deadline=None)  # timing belongs in bench/, not in tests
 @given(st.tuples(*[st.sampled_from((0, 1, 2, 4, 8, 16))] * 3))
 def test_parse_oversampling_round_trips(triple: tuple[int, int, int]) -> None:
     """Any valid T,H,P text parses back to the same three factors."""
@@ -312,6 +313,7 @@ def test_parse_oversampling_refuses_malformed_text(text: str) -> None:
         parse_oversampling(text)
 
 
+@settings(deadline=None)  # timing belongs in bench/, not in tests
 @given(
     temperature=st.integers(min_value=-1000, max_value=5000),
     duration=st.integers(min_value=-10, max_value=10_000),
