@@ -12,6 +12,11 @@ from typing import Any
 import pytest
 from azure.iot.device import IoTHubDeviceClient, IoTHubModuleClient, Message, MethodResponse
 from azure.iot.device.aio import IoTHubDeviceClient as AsyncDeviceClient
+from azure.iot.device.exceptions import (
+    ConnectionDroppedError,
+    NoConnectionError,
+    OperationCancelled,
+)
 from enviromon_sim.iothub.errors import DeviceNotConnectedError
 from enviromon_sim.iothub.hub import HubThread
 
@@ -19,9 +24,21 @@ from tests.support.hub import wait_until
 
 
 def _ids(hub: HubThread) -> list[str]:
-    return [
-        e.system_properties["message-id"] for e in hub.hub.event_log.read_after(0, max_events=1000)
-    ]
+    return [e.system_properties["message-id"] for e in hub.event_log.read_after(0, max_events=1000)]
+
+
+async def _send_retrying(client: Any, msg: Message, limit: float = 30.0) -> None:
+    """Send, retrying while the SDK reconnects: it does not queue, and fails a send at once
+    while disconnected (issues #441, #972), as the edge module's own buffer expects."""
+    deadline = asyncio.get_running_loop().time() + limit
+    while True:
+        try:
+            await asyncio.wait_for(client.send_message(msg), limit)
+            return
+        except (NoConnectionError, ConnectionDroppedError, OperationCancelled):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 def test_restart_with_state_kept_subscriptions_survive(hub: HubThread, hub_device: Any) -> None:
@@ -52,6 +69,8 @@ def test_restart_with_state_kept_subscriptions_survive(hub: HubThread, hub_devic
         hub.restart(down_seconds=1.0)
 
         wait_until(lambda: hub.online(dev.identity), timeout=20)
+
+        wait_until(lambda: client.connected, timeout=20)  # the SDK's own view
         assert hub.core.connects["pi-1/enviro_sensor"] == 1  # a new hub object counts afresh
         assert before == 1
         hub.patch_desired(dev.identity, {"telemetryInterval": 3})
@@ -80,9 +99,7 @@ def test_dropped_connections_lose_nothing(hub: HubThread, hub_device: Any) -> No
             for seq in range(1, 31):
                 if seq == 11:
                     await asyncio.get_running_loop().run_in_executor(None, hub.drop_connections)
-                await asyncio.wait_for(
-                    client.send_message(Message(str(seq), message_id=f"d:{seq}")), 30
-                )
+                await _send_retrying(client, Message(str(seq), message_id=f"d:{seq}"))
         finally:
             await client.shutdown()
 
@@ -94,7 +111,7 @@ def test_dropped_connections_lose_nothing(hub: HubThread, hub_device: Any) -> No
 
 
 def test_refused_connections_are_retried(hub: HubThread, hub_device: Any) -> None:
-    """While the hub refuses (CONNACK 3, server unavailable) the SDK keeps retrying, then gets in."""
+    """While the hub refuses (CONNACK 3: server unavailable) the SDK retries, then gets in."""
     dev = hub_device("pi-1")
     client = IoTHubDeviceClient.create_from_connection_string(
         dev.connection_string, **dev.client_kwargs()
@@ -105,6 +122,7 @@ def test_refused_connections_are_retried(hub: HubThread, hub_device: Any) -> Non
         hub.drop_connections()
         wait_until(lambda: hub.core.stats["refused_by_fault"] >= 1, timeout=10)
         wait_until(lambda: hub.online(dev.identity), timeout=20)
+        wait_until(lambda: client.connected, timeout=20)  # the SDK's own view
         client.send_message(Message("back", message_id="r:1"))
     finally:
         client.shutdown()
@@ -144,7 +162,7 @@ def test_held_pubacks_then_drop_replays_as_duplicate(hub: HubThread, hub_device:
         assert errors == []
     finally:
         client.shutdown()
-    events = hub.hub.event_log.read_after(0)
+    events = hub.event_log.read_after(0)
     assert [json.loads(e.body) for e in events] == [{"seq": 1}, {"seq": 1}]
 
 
@@ -163,6 +181,7 @@ def test_a_hub_that_forgets_sessions_loses_the_sdk_subscriptions(
         wait_until(lambda: hub.run(lambda: hub.core.sessions["pi-1"].subscriptions), timeout=10)
         hub.restart(down_seconds=0.5, forget_sessions=True)
         wait_until(lambda: hub.online(dev.identity), timeout=20)
+        wait_until(lambda: client.connected, timeout=20)  # the SDK's own view
         client.send_message(Message("still sends", message_id="f:1"))
         assert hub.run(lambda: dict(hub.core.sessions["pi-1"].subscriptions)) == {}
         with pytest.raises(DeviceNotConnectedError):

@@ -85,7 +85,7 @@ def test_publishing_as_another_device_closes_the_connection(hub: HubThread) -> N
         assert client.recv() is None
     finally:
         client.close()
-    assert hub.hub.event_log.read_after(0) == []
+    assert hub.event_log.read_after(0) == []
     assert hub.core.stats["protocol_errors"] == 1
 
 
@@ -99,7 +99,7 @@ def test_module_cannot_publish_as_its_device_or_a_sibling(hub: HubThread) -> Non
             assert client.recv() is None
         finally:
             client.close()
-    assert hub.hub.event_log.read_after(0) == []
+    assert hub.event_log.read_after(0) == []
 
 
 def test_subscriptions_are_limited_to_own_topics(hub: HubThread) -> None:
@@ -186,7 +186,7 @@ def test_oversized_message_and_unknown_iothub_topic_close_the_connection(hub: Hu
             assert client.recv() is None
         finally:
             client.close()
-    assert hub.hub.event_log.read_after(0) == []
+    assert hub.event_log.read_after(0) == []
 
 
 def test_qos1_messages_are_held_for_an_offline_client_and_resent_until_acked(

@@ -35,7 +35,7 @@ def test_device_telemetry_lands_in_event_log_with_system_properties(
         client.send_message(_message({"seq": 1, "temperature": 21.4}, "boot:1"))
     finally:
         client.shutdown()
-    events = wait_until(lambda: hub.hub.event_log.read_after(0), timeout=5)
+    events = wait_until(lambda: hub.event_log.read_after(0), timeout=5)
     assert len(events) == 1
     ev = events[0]
     assert json.loads(ev.body) == {"seq": 1, "temperature": 21.4}
@@ -67,7 +67,7 @@ def test_property_values_with_reserved_characters_round_trip(
         client.send_message(msg)
     finally:
         client.shutdown()
-    ev = wait_until(lambda: hub.hub.event_log.read_after(0), timeout=5)[0]
+    ev = wait_until(lambda: hub.event_log.read_after(0), timeout=5)[0]
     assert ev.body == b"\x00\xffraw"
     assert ev.system_properties["message-id"] == "a&b=c/d"
     assert ev.system_properties["correlation-id"] == "c 1"
@@ -90,7 +90,7 @@ def test_module_output_telemetry_is_routed_other_outputs_are_not(
         client.send_message(_message({"seq": 3}, "b:3"))  # no output name: not routed either
     finally:
         client.shutdown()
-    events = wait_until(lambda: hub.hub.event_log.read_after(0), timeout=5)
+    events = wait_until(lambda: hub.event_log.read_after(0), timeout=5)
     assert [json.loads(e.body)["seq"] for e in events] == [2]
     sp = events[0].system_properties
     assert sp["iothub-connection-device-id"] == "pi-1"
@@ -128,7 +128,7 @@ def test_async_module_clients_keep_order_and_are_kept_apart(
 
     asyncio.run(run())
     events = wait_until(
-        lambda: (e := hub.hub.event_log.read_after(0, max_events=100)) and len(e) >= 40 and e,
+        lambda: (e := hub.event_log.read_after(0, max_events=100)) and len(e) >= 40 and e,
         timeout=5,
     )
     assert len(events) == 40

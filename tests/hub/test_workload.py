@@ -46,7 +46,7 @@ def test_create_from_edge_environment_connects_and_sends(
             assert client.get_twin()["desired"] == {"$version": 1}
         finally:
             client.shutdown()
-        events = hub.hub.event_log.read_after(0)
+        events = hub.event_log.read_after(0)
         assert [e.body for e in events] == [b"from edge"]
         assert events[0].system_properties["iothub-connection-module-id"] == "enviro_sensor"
 

@@ -339,6 +339,12 @@ class HubThread:
         self.call(self.hub.start())
 
     @property
+    def event_log(self) -> EventLog:
+        """The running hub's event log (the built-in endpoint)."""
+        assert self.hub.event_log is not None
+        return self.hub.event_log
+
+    @property
     def core(self) -> HubCore:
         """The running hub's core."""
         assert self.hub.core is not None
