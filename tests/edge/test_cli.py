@@ -17,6 +17,8 @@ from .pipeline_doubles import assert_valid
 
 SCRIPT = Path(sys.executable).parent / "enviro-sensor"
 TIMEOUT = 60
+ONE_SIMULATED = ("--sensor", "simulated", "--count", "1", "--print", "--no-led")
+FOREVER = ("--sensor", "simulated", "--count", "0", "--print", "--no-led")
 NO_BUS = "250"  # an I2C bus number no machine running the tests has
 
 
@@ -66,29 +68,19 @@ def test_device_id_and_seed_make_devices_differ(tmp_path: Path) -> None:
     """--device-id labels messages; two seeds give different readings."""
     a = run(
         tmp_path,
-        "--sensor",
-        "simulated",
-        "--count",
-        "1",
-        "--print",
+        *ONE_SIMULATED,
         "--seed",
         "1",
         "--device-id",
         "pi-a",
-        "--no-led",
     )
     b = run(
         tmp_path,
-        "--sensor",
-        "simulated",
-        "--count",
-        "1",
-        "--print",
+        *ONE_SIMULATED,
         "--seed",
         "2",
         "--device-id",
         "pi-b",
-        "--no-led",
         IOTEDGE_DEVICEID="ignored",
     )
     ma, mb = json.loads(a.stdout), json.loads(b.stdout)
@@ -96,12 +88,7 @@ def test_device_id_and_seed_make_devices_differ(tmp_path: Path) -> None:
     assert ma["temperature"] != mb["temperature"]
     c = run(
         tmp_path,
-        "--sensor",
-        "simulated",
-        "--count",
-        "1",
-        "--print",
-        "--no-led",
+        *ONE_SIMULATED,
         IOTEDGE_DEVICEID="edge-device-7",
     )
     assert json.loads(c.stdout)["deviceId"] == "edge-device-7"
@@ -192,12 +179,7 @@ def test_sensor_options_are_accepted(tmp_path: Path) -> None:
     """Every BME680 option in range: the run works (the simulated sensor ignores them)."""
     result = run(
         tmp_path,
-        "--sensor",
-        "simulated",
-        "--count",
-        "1",
-        "--print",
-        "--no-led",
+        *ONE_SIMULATED,
         "--heater-temp",
         "250",
         "--heater-ms",
@@ -270,9 +252,7 @@ def test_stored_twin_config_is_applied(tmp_path: Path) -> None:
     state.mkdir()
     desired = {"calibration": {"temperature": {"intercept": 100.0}}, "$version": 7}
     (state / "config.json").write_text(json.dumps({"format": 1, "desired": desired}))
-    result = run(
-        tmp_path, "--sensor", "simulated", "--count", "1", "--print", "--no-led", "--seed", "3"
-    )
+    result = run(tmp_path, *ONE_SIMULATED, "--seed", "3")
     message = json.loads(result.stdout)
     assert message["calibration"] == 7
     # +100 °C pushes any indoor temperature past 85 °C: flagged, not sent.
@@ -280,14 +260,11 @@ def test_stored_twin_config_is_applied(tmp_path: Path) -> None:
     assert "temperature_out_of_range" in message["flags"]
 
 
-FOREVER_ARGS = ("--sensor", "simulated", "--count", "0", "--print", "--no-led")
-
-
 @contextlib.contextmanager
 def printing_forever(tmp_path: Path, interval: str) -> Iterator[subprocess.Popen[str]]:
     """The command printing simulated readings until stopped; killed if still running after."""
     proc = subprocess.Popen(
-        [*command(), *FOREVER_ARGS, "--interval", interval],
+        [*command(), *FOREVER, "--interval", interval],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
