@@ -138,3 +138,16 @@ def test_sequence_numbers_beyond_int32_are_stored(azurite: str, table_prefix: st
     _, counted = store.commit(dev, folding(big))
     back = store.get(dev)
     assert counted == 0 and back is not None and back.last_seq == 2**62 and back.count == 2
+
+
+def test_stale_cache_is_abandoned_when_it_stops_paying(azurite: str, table_prefix: str) -> None:
+    """Workers taking turns on a device: after a few stale ETags, a store reads first instead."""
+    a = make_store(azurite, table_prefix)
+    b = make_store(azurite, table_prefix)
+    dev = "pi-turns"
+    for seq in range(1, 61, 2):
+        a.commit(dev, folding([reading(dev, seq)]))
+        b.commit(dev, folding([reading(dev, seq + 1)]))
+    assert a.conflicts < 15 and b.conflicts < 15  # 30 stale ETags each without adapting
+    back = a.get(dev)
+    assert back is not None and (back.count, back.duplicates, back.last_seq) == (60, 0, 60)
