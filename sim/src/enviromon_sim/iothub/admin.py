@@ -196,7 +196,9 @@ async def fault(request: web.Request) -> web.Response:
         if isinstance(down, bool) or not isinstance(down, int | float) or not 0 <= down <= 600:
             raise ValueError("down_seconds must be a number in 0..600")
         # Answer first: the restart drops connections and takes a while.
-        asyncio.get_running_loop().create_task(hub.restart(float(down)))
+        task = asyncio.get_running_loop().create_task(hub.restart(float(down)))
+        hub.background.add(task)  # keep a reference until it is done
+        task.add_done_callback(hub.background.discard)
         return web.json_response({"restarting": True, "down_seconds": down}, status=202)
     return _error(404, f"no fault {kind!r}")
 

@@ -100,6 +100,7 @@ class Hub:
         self._servers: list[asyncio.Server] = []
         self._runners: list[web.AppRunner] = []
         self._tunnel: Tunnel | None = None
+        self.background: set[asyncio.Task[None]] = set()  # e.g. a restart the admin API began
 
     # ----- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
