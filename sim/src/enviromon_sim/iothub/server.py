@@ -124,13 +124,15 @@ class EventWriter:
     """Appends accepted telemetry to the event log in batches, in arrival order.
 
     One task owns the log's writes; each batch is one SQLite transaction, committed off the
-    event loop, and only then are the senders' PUBACKs sent (a PUBACK means "durable").
+    event loop, and only then are the senders' PUBACKs sent (a PUBACK means "durable"). If a
+    write fails, the batch's senders get ``failed`` instead: the hub drops their connections
+    unacknowledged, so the SDK re-sends after reconnecting. Nothing is acknowledged unwritten.
     """
 
     def __init__(self, log: EventLog) -> None:
         """Write to ``log``."""
         self._log = log
-        self._pending: list[tuple[NewEvent, Callable[[Event], None]]] = []
+        self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
@@ -140,9 +142,11 @@ class EventWriter:
         """Start the writer task."""
         self._task = asyncio.create_task(self._run(), name="hub-event-writer")
 
-    def submit(self, event: NewEvent, done: Callable[[Event], None]) -> None:
-        """Queue ``event``; ``done`` is called with the stored event once committed."""
-        self._pending.append((event, done))
+    def submit(
+        self, event: NewEvent, done: Callable[[Event], None], failed: Callable[[], None]
+    ) -> None:
+        """Queue ``event``: ``done(stored)`` once committed, ``failed()`` if the write fails."""
+        self._pending.append(_Pending(event, done, failed))
         self._idle.clear()
         self._wake.set()
 
@@ -150,15 +154,29 @@ class EventWriter:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._pending:
-                batch, self._pending = self._pending[:500], self._pending[500:]
-                stored = await asyncio.to_thread(self._log.append_many, [ev for ev, _ in batch])
-                for (_, done), event in zip(batch, stored, strict=True):
-                    try:
-                        done(event)
-                    except Exception:
-                        logger.exception("event callback failed")
-            self._idle.set()
+            try:
+                while self._pending:
+                    batch, self._pending = self._pending[:500], self._pending[500:]
+                    await self._write(batch)
+            finally:
+                if not self._pending:
+                    self._idle.set()
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        try:
+            stored = await asyncio.to_thread(self._log.append_many, [p.event for p in batch])
+        except Exception:
+            logger.exception(
+                "event log write failed; dropping %d senders unacknowledged", len(batch)
+            )
+            for item in batch:
+                item.failed()
+            return
+        for item, event in zip(batch, stored, strict=True):
+            try:
+                item.done(event)
+            except Exception:
+                logger.exception("event callback failed")
 
     async def stop(self) -> None:
         """Write what is queued, then stop."""
@@ -167,6 +185,13 @@ class EventWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    event: NewEvent
+    done: Callable[[Event], None]
+    failed: Callable[[], None]
 
 
 class HubCore:
@@ -509,7 +534,11 @@ class HubCore:
             self.stats["messages_routed"] += 1
             self._ack(conn, packet)
 
-        self._writer.submit(NewEvent(system, msg.properties, packet.payload), done)
+        def failed() -> None:
+            self.stats["event_log_errors"] += 1
+            conn.abort()
+
+        self._writer.submit(NewEvent(system, msg.properties, packet.payload), done, failed)
 
     # ----- outbound --------------------------------------------------------------------
     def _send(
