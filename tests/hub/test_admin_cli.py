@@ -214,3 +214,57 @@ def test_admin_faults_drop_and_in_process_restart(hub: HubThread, hub_device: An
     finally:
         client.shutdown()
     assert [e.body for e in hub.event_log.read_after(0)] == [b"1", b"2"]
+
+
+def test_serve_command_end_to_end(tmp_path: Path) -> None:
+    """`enviromon hub serve` prints the CA and admin URL, accepts a device added by the CLI and a
+    message from the SDK with the printed connection string, and exits cleanly on SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+
+    from azure.iot.device import ProxyOptions
+
+    state = tmp_path / "state"
+    base = [sys.executable, "-m", "enviromon_sim.cli", "hub", "--state-dir", str(state)]
+    conn_str = subprocess.run(
+        [*base, "device", "add", "pi-1"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout.strip()
+    proc = subprocess.Popen(
+        [*base, "serve", "--port", "0", "--proxy-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(4)]
+        ca_line = next(line for line in lines if line.startswith("CA certificate"))
+        ca_path = Path(ca_line.split(": ", 1)[1].strip())
+        assert any(line.startswith("admin API: http://127.0.0.1:") for line in lines)
+        hub_state = read_state(state)
+        assert hub_state is not None and hub_state["proxy_port"]
+        client = IoTHubDeviceClient.create_from_connection_string(
+            conn_str,
+            server_verification_cert=ca_path.read_text(),
+            proxy_options=ProxyOptions("HTTP", "127.0.0.1", hub_state["proxy_port"]),
+        )
+        try:
+            client.connect()
+            client.send_message(Message("from the script", message_id="s:1"))
+        finally:
+            client.shutdown()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert read_state(state) is None  # hub.json removed on a clean stop
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    from enviromon_sim.iothub.eventlog import EventLog
+
+    with EventLog(state / "events.sqlite") as log:
+        events = log.read_after(0)
+    assert [(e.body, e.system_properties["iothub-connection-device-id"]) for e in events] == [
+        (b"from the script", "pi-1")
+    ]
