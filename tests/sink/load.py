@@ -32,6 +32,7 @@ class Workload:
     partitions: list[list[list[InboundEvent]]]
     devices: list[str]
     readings_per_device: int
+    bad_per_device: int = 0
 
     @property
     def readings(self) -> int:
@@ -53,11 +54,13 @@ def build(
     partitions: int = 8,
     batch_size: int = 100,
     boots_per_device: int = 2,
+    bad_every: int = 0,
 ) -> Workload:
     """``readings`` schema-1 readings spread evenly over ``devices`` (one event each).
 
     Each device reboots ``boots_per_device - 1`` times along the way, so replays also cross
-    boot changes.
+    boot changes. With ``bad_every`` = n, each device also sends a refused (truncated) body
+    after every n-th reading (``Workload.bad_per_device`` of them).
     """
     per_device = readings // devices
     names = [device_name(i) for i in range(devices)]
@@ -86,6 +89,16 @@ def build(
                 "flags": [],
             }
             p = zlib.crc32(name.encode()) % partitions
+            if bad_every and step % bad_every == bad_every - 1:
+                seq_no[p] += 1
+                streams[p].append(
+                    InboundEvent(
+                        body=json.dumps(body).encode()[:-7],
+                        device_id=name,
+                        enqueued_time=ts,
+                        sequence_number=seq_no[p],
+                    )
+                )
             seq_no[p] += 1
             streams[p].append(
                 InboundEvent(
@@ -101,7 +114,12 @@ def build(
         [stream[i : i + batch_size] for i in range(0, len(stream), batch_size)]
         for stream in streams
     ]
-    return Workload(partitions=[c for c in cut if c], devices=names, readings_per_device=per_device)
+    return Workload(
+        partitions=[c for c in cut if c],
+        devices=names,
+        readings_per_device=per_device,
+        bad_per_device=per_device // bad_every if bad_every else 0,
+    )
 
 
 def run(

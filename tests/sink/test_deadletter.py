@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
+import pytest
 from enviromon_sink.deadletter import MAX_BODY_BYTES, MAX_BODY_CHARS, NO_DEVICE_PARTITION
+from enviromon_sink.events import InboundEvent
 
 from tests.sink.helpers import event, reading_body
 from tests.sink.sinks import make_sink, rows
@@ -69,3 +72,24 @@ def test_properties_kept_as_json(azurite: str, table_prefix: str) -> None:
     [row] = rows(azurite, table_prefix, "deadletter")
     assert json.loads(row["Properties"]) == {"temperatureAlert": "true"}
     assert "item 0" in row["Reason"]
+
+
+def test_a_bug_in_normalise_costs_one_event_not_the_batch(
+    azurite: str, table_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception while normalising one event dead-letters it; the rest count."""
+    from enviromon_sink.normalise import normalise as real
+
+    def buggy(ev: InboundEvent, **kw: Any) -> Any:
+        if ev.sequence_number == 2:
+            raise KeyError("boom")
+        return real(ev, **kw)
+
+    monkeypatch.setattr("enviromon_sink.processor.normalise", buggy)
+    sink = make_sink(azurite, table_prefix)
+    events = [event(reading_body(s), device="pi-a", seq_no=s) for s in (1, 2, 3)]
+    result = sink.process(events)
+    assert [r["seq"] for r in result.readings] == [1, 3] and result.dead_lettered == 1
+    [row] = rows(azurite, table_prefix, "deadletter")
+    assert row["Reason"] == "internal error: KeyError" and row["SequenceNumber"] == 2
+    assert result.devices["pi-a"]["missing"] == 1 and result.devices["pi-a"]["rejected"] == 1

@@ -102,3 +102,24 @@ def test_tables_down_entirely_raises_and_keeps_nothing_half_counted(
     transport.heal()
     sink.process(batch())
     assert_exact(azurite, table_prefix, sink)
+
+
+def test_failed_history_pruning_never_fails_the_batch(azurite: str, table_prefix: str) -> None:
+    """Retention pruning is housekeeping: a 503 on it is logged; the batch commits."""
+    from datetime import timedelta
+
+    transport = FaultyTransport()
+    sink = Sink.from_connection_string(
+        azurite,
+        table_prefix=table_prefix,
+        transport=transport,
+        retry_total=0,
+        retention=timedelta(days=1),
+        prune_interval=timedelta(0),
+    )
+    prune = transport.inject(
+        Fault(match=lambda m, u: m == "GET" and "history" in u and "RowKey" in u, kind="503")
+    )
+    result = sink.process(batch())
+    assert prune.hits >= 1 and len(result.readings) == 6
+    assert_exact(azurite, table_prefix, sink)
