@@ -106,7 +106,10 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Tables connection string: ``AZURE_TABLES_CONNECTION_STRING`` or a fresh Azurite."""
     external = os.environ.get("AZURE_TABLES_CONNECTION_STRING")
     if external:
-        yield external
+        try:
+            yield external
+        finally:
+            _delete_test_tables(external)
         return
     if not AZURITE_TABLE.exists():
         pytest.fail(f"Azurite is not installed ({AZURITE_TABLE} missing): run `npm ci`")
@@ -117,9 +120,24 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
+_PREFIXES: set[str] = set()
+
+
 def unique_prefix() -> str:
     """A table-name prefix no other test (or run against a shared account) uses."""
-    return "t" + uuid.uuid4().hex[:12]
+    prefix = "t" + uuid.uuid4().hex[:12]
+    _PREFIXES.add(prefix)
+    return prefix
+
+
+def _delete_test_tables(conn: str) -> None:
+    """On a real account, delete the tables this session's tests made (Azurite forgets them)."""
+    from azure.data.tables import TableServiceClient
+
+    service = TableServiceClient.from_connection_string(conn)
+    for table in list(service.list_tables()):
+        if any(table.name.startswith(p) for p in _PREFIXES):
+            service.delete_table(table.name)
 
 
 @pytest.fixture
