@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import random
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -82,6 +83,8 @@ class DeviceStateStore:
         self._base = backoff_base_s
         self._cap = backoff_max_s
         self._cache: OrderedDict[str, tuple[DeviceState, str]] = OrderedDict()
+        # A Functions worker may run invocations on several threads; the cache is shared.
+        self._lock = threading.Lock()
         self._cache_size = cache_size
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._sleep = sleep
@@ -137,7 +140,7 @@ class DeviceStateStore:
             except (ResourceModifiedError, ResourceExistsError, ResourceNotFoundError):
                 # 412 / 409 / 404: another worker wrote (or deleted) it since we looked.
                 self.conflicts += 1
-                self._cache.pop(device_id, None)
+                self._cache_drop(device_id)
                 cached = None
                 if from_cache:
                     # Our cached ETag was stale: not a race, re-read at once.
@@ -154,7 +157,7 @@ class DeviceStateStore:
                 continue
             except TransientStoreError:
                 # The write may or may not have landed: forget the cached ETag.
-                self._cache.pop(device_id, None)
+                self._cache_drop(device_id)
                 raise
             if from_cache:
                 self._learn(True)
@@ -188,10 +191,11 @@ class DeviceStateStore:
 
     def forget(self, device_id: str | None = None) -> None:
         """Drop the cached ETag of one device (or all): the next commit reads first."""
-        if device_id is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(device_id, None)
+        with self._lock:
+            if device_id is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(device_id, None)
 
     def _read(self, device_id: str) -> tuple[DeviceState | None, str | None]:
         try:
@@ -202,18 +206,24 @@ class DeviceStateStore:
         return from_entity(entity), str(entity.metadata["etag"])
 
     def _cache_get(self, device_id: str) -> tuple[DeviceState, str] | None:
-        hit = self._cache.get(device_id)
-        if hit is not None:
-            self._cache.move_to_end(device_id)
-        return hit
+        with self._lock:
+            hit = self._cache.get(device_id)
+            if hit is not None:
+                self._cache.move_to_end(device_id)
+            return hit
+
+    def _cache_drop(self, device_id: str) -> None:
+        with self._lock:
+            self._cache.pop(device_id, None)
 
     def _cache_put(self, device_id: str, state: DeviceState, etag: str) -> None:
         if self._cache_size == 0:
             return
-        self._cache[device_id] = (state, etag)
-        self._cache.move_to_end(device_id)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[device_id] = (state, etag)
+            self._cache.move_to_end(device_id)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
 
 
 @contextlib.contextmanager
