@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import ssl
+import stat
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
@@ -103,8 +104,8 @@ class Hub:
         self.background: set[asyncio.Task[None]] = set()  # e.g. a restart the admin API began
 
     # ----- lifecycle -------------------------------------------------------------------
-    async def start(self) -> None:
-        """Open the state and every listener."""
+    def _open_core(self) -> None:
+        """Load the event log, twins and sessions from the state dir into a new HubCore."""
         self.event_log = EventLog(self.state_dir / "events.sqlite")
         self.core = HubCore(
             state_dir=self.state_dir,
@@ -114,6 +115,10 @@ class Hub:
             event_log=self.event_log,
         )
         self.core.start()
+
+    async def start(self) -> None:
+        """Open the state and every listener."""
+        self._open_core()
         await self._open_mqtt(
             self.mqtt_port or self.config.mqtt_port, self.proxy_port or self.config.proxy_port
         )
@@ -131,8 +136,7 @@ class Hub:
 
                 wl = web.AppRunner(make_workload_app(self), access_log=None)
                 await wl.setup()
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.config.workload_socket)
+                _remove_stale_socket(self.config.workload_socket)
                 await web.UnixSite(wl, str(self.config.workload_socket)).start()
                 self._runners.append(wl)
         self._write_state()
@@ -189,15 +193,7 @@ class Hub:
         """
         await self._close_mqtt()
         await asyncio.sleep(down_seconds)
-        self.event_log = EventLog(self.state_dir / "events.sqlite")
-        self.core = HubCore(
-            state_dir=self.state_dir,
-            hostname=self.config.hostname,
-            registry=self.registry,
-            twins=TwinStore(self.state_dir / "twins.json"),
-            event_log=self.event_log,
-        )
-        self.core.start()
+        self._open_core()
         await self._open_mqtt(
             self.mqtt_port if self.config.mqtt_port is not None else None,
             self.proxy_port if self.config.proxy_port is not None else None,
@@ -232,6 +228,17 @@ class Hub:
     def add(self, identity: Identity) -> Credentials:
         """Register (if needed) a device or module; return its credentials."""
         return self.registry.ensure(identity)
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """Remove a socket left by an earlier run; refuse to touch anything that is not a socket."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise FileExistsError(f"{path} exists and is not a unix socket")
+    os.unlink(path)
 
 
 def _site_port(runner: web.AppRunner) -> int:
