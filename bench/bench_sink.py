@@ -14,6 +14,8 @@ Figures (one name=value per line):
   sink.lost, sink.double_counted                 ours: per-device |Count - truth|, both ways
   sink.original_lost                             messages whose count was dropped after 10 tries
   sink.original_double_counted                   replays the original counted again
+  sink.hot_device.*               1 device, 2,000 readings, 8 workers: every batch races on one
+                                 entity (the original's 10 tries run out here)
   sink.readings_per_s.devices_N / .workers_N     scaling runs (smaller loads; see *.readings)
 
 Set AZURE_TABLES_CONNECTION_STRING to run against a real account instead of a local Azurite.
@@ -46,6 +48,7 @@ DEVICES = 50
 READINGS = 20_000
 WORKERS = 8
 SCALING_READINGS = 4_000  # per scaling run, to keep the whole bench within ~5 minutes
+HOT_READINGS = 2_000
 
 
 def _prefix() -> str:
@@ -157,6 +160,18 @@ def _bench(conn: str) -> None:
     _emit("sink.original_dropped_updates", int(original["dropped"]))
     _emit("sink.original_double_counted", int(original["double_counted"]))
     _emit("sink.original_count_total", int(original["count_total"]))
+
+    # One hot device: every in-flight batch (first deliveries and replays) races on one entity.
+    hot = run_ours(conn, devices=1, readings=HOT_READINGS, workers=WORKERS)
+    hot_original = run_original(conn, devices=1, readings=HOT_READINGS, workers=WORKERS)
+    _emit("sink.hot_device.readings", HOT_READINGS)
+    _emit("sink.hot_device.readings_per_s", hot["readings_per_s"])
+    _emit("sink.hot_device.original_readings_per_s", hot_original["readings_per_s"])
+    _emit("sink.hot_device.lost", int(hot["lost"]))
+    _emit("sink.hot_device.double_counted", int(hot["double_counted"]))
+    _emit("sink.hot_device.original_lost", int(hot_original["never_counted"]))
+    _emit("sink.hot_device.original_dropped_updates", int(hot_original["dropped"]))
+    _emit("sink.hot_device.original_double_counted", int(hot_original["double_counted"]))
 
     for devices in (10, 100, 1000):
         run = run_ours(conn, devices=devices, readings=SCALING_READINGS, workers=WORKERS)
