@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from azure.data.tables import TableServiceClient
 from enviromon_sink.counting import DeviceState, fold
-from enviromon_sink.errors import StoreContentionError
+from enviromon_sink.errors import CorruptStateError, StoreContentionError
 from enviromon_sink.keys import escape_key, table_name, unescape_key
 from enviromon_sink.normalise import Reading
 from enviromon_sink.store import DeviceStateStore, from_entity, to_entity
@@ -151,3 +151,17 @@ def test_stale_cache_is_abandoned_when_it_stops_paying(azurite: str, table_prefi
     assert a.conflicts < 15 and b.conflicts < 15  # 30 stale ETags each without adapting
     back = a.get(dev)
     assert back is not None and (back.count, back.duplicates, back.last_seq) == (60, 0, 60)
+
+
+def test_corrupt_state_entity_is_refused_not_overwritten(azurite: str, table_prefix: str) -> None:
+    """A state entity edited into nonsense raises CorruptStateError and is left as it was."""
+    store = make_store(azurite, table_prefix)
+    dev = "pi-corrupt"
+    store.commit(dev, folding([reading(dev, 1)]))
+    service = TableServiceClient.from_connection_string(azurite)
+    table = service.get_table_client(table_name(table_prefix, "devices"))
+    table.upsert_entity({"PartitionKey": dev, "RowKey": "state", "Boots": "not json"})
+    store.forget()
+    with pytest.raises(CorruptStateError):
+        store.commit(dev, folding([reading(dev, 2)]))
+    assert table.get_entity(dev, "state")["Boots"] == "not json"

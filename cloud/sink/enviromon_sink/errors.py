@@ -28,3 +28,10 @@ class StoreContentionError(TransientStoreError):
 
     Raised so the host re-runs the whole batch; the replay then counts zero times again.
     """
+
+
+class CorruptStateError(SinkError, ValueError):
+    """A device's stored state entity cannot be read back (edited by hand, or another writer).
+
+    Raised rather than overwritten: overwriting would silently lose the device's counts.
+    """

@@ -36,7 +36,7 @@ from azure.core.exceptions import (
 from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
 
 from enviromon_sink.counting import BootMark, DeviceState
-from enviromon_sink.errors import StoreContentionError, TransientStoreError
+from enviromon_sink.errors import CorruptStateError, StoreContentionError, TransientStoreError
 from enviromon_sink.keys import escape_key
 
 _log = logging.getLogger(__name__)
@@ -203,7 +203,13 @@ class DeviceStateStore:
                 entity = self._table.get_entity(escape_key(device_id), STATE_ROW)
         except ResourceNotFoundError:
             return None, None
-        return from_entity(entity), str(entity.metadata["etag"])
+        try:
+            state = from_entity(entity)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CorruptStateError(
+                f"device {device_id!r}: state entity unreadable ({type(exc).__name__}: {exc})"
+            ) from exc
+        return state, str(entity.metadata["etag"])
 
     def _cache_get(self, device_id: str) -> tuple[DeviceState, str] | None:
         with self._lock:
