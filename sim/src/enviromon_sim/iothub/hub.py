@@ -33,6 +33,7 @@ from aiohttp import web
 from enviromon_sim.iothub.eventlog import EventLog
 from enviromon_sim.iothub.registry import Credentials, Registry, connection_string
 from enviromon_sim.iothub.server import HubCore
+from enviromon_sim.iothub.statefiles import private_dir, write_file
 from enviromon_sim.iothub.tls import TlsFiles, ensure_dev_certs, server_context
 from enviromon_sim.iothub.topics import Identity
 from enviromon_sim.iothub.tunnel import Tunnel
@@ -86,9 +87,7 @@ class Hub:
     def __init__(self, config: HubConfig) -> None:
         """Prepare the hub; nothing is opened until ``start``."""
         self.config = config
-        self.state_dir = Path(config.state_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.state_dir, 0o700)
+        self.state_dir = private_dir(config.state_dir)
         self.tls: TlsFiles = ensure_dev_certs(self.state_dir / "tls")
         self.registry = Registry(self.state_dir / "registry.json")
         self.admin_token = secrets.token_urlsafe(24)
@@ -216,10 +215,7 @@ class Hub:
             "ca": str(self.tls.ca_cert),
             "workload_socket": str(self.config.workload_socket or ""),
         }
-        path = self.state_dir / STATE_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(state, fh, indent=2)
+        write_file(self.state_dir / STATE_FILE, json.dumps(state, indent=2))
 
     def connection_string(self, identity: Identity) -> str:
         """The connection string of a registered device or module."""

@@ -337,7 +337,10 @@ def decode(first: int, body: bytes) -> Packet:
 
 @dataclass
 class PacketDecoder:
-    """Incremental decoder: feed it bytes as they arrive, get whole packets back.
+    """Incremental decoder: push bytes as they arrive, take whole packets out.
+
+    Packets are parsed one at a time on ``next_packet``, so ``max_packet_size`` may change
+    between packets (the hub allows a small CONNECT before authentication, larger after).
 
     Attributes:
         max_packet_size: a packet whose remaining length exceeds this is a ProtocolError
@@ -347,22 +350,31 @@ class PacketDecoder:
     max_packet_size: int = 512 * 1024
     _buf: bytearray = field(default_factory=bytearray)
 
+    def push(self, data: bytes) -> None:
+        """Add received bytes."""
+        self._buf += data
+
+    def next_packet(self) -> Packet | None:
+        """The next complete packet, or None until more bytes arrive."""
+        parsed = self._header()
+        if parsed is None:
+            return None
+        length, header_len = parsed
+        end = header_len + length
+        if len(self._buf) < end:
+            return None
+        first = self._buf[0]
+        body = bytes(self._buf[header_len:end])
+        del self._buf[:end]
+        return decode(first, body)
+
     def feed(self, data: bytes) -> list[Packet]:
         """Add bytes; return every packet now complete, in order."""
-        self._buf += data
+        self.push(data)
         out: list[Packet] = []
-        while True:
-            parsed = self._header()
-            if parsed is None:
-                return out
-            length, header_len = parsed
-            end = header_len + length
-            if len(self._buf) < end:
-                return out
-            first = self._buf[0]
-            body = bytes(self._buf[header_len:end])
-            del self._buf[:end]
-            out.append(decode(first, body))
+        while (packet := self.next_packet()) is not None:
+            out.append(packet)
+        return out
 
     def _header(self) -> tuple[int, int] | None:
         length, mult = 0, 1

@@ -8,30 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
 import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from enviromon_sim.iothub.errors import DeviceExistsError, DeviceNotFoundError, InvalidIdError
+from enviromon_sim.iothub.errors import DeviceExistsError, DeviceNotFoundError
 from enviromon_sim.iothub.sas import generate_key
+from enviromon_sim.iothub.statefiles import private_dir, write_file
 from enviromon_sim.iothub.topics import Identity
-
-# IoT Hub's documented id alphabet: ASCII letters and digits plus - . % _ * ? ! ( ) , : = @ $ '
-# (no '/', '+' or '#', so an id can never be mistaken for a topic level or wildcard).
-_ID = re.compile(r"[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}")
-
-
-def check_id(value: str, what: str = "device id") -> str:
-    """Return ``value`` if IoT Hub would accept it as an id, else raise InvalidIdError."""
-    if not isinstance(value, str) or not _ID.fullmatch(value):
-        raise InvalidIdError(
-            f"invalid {what} {value!r}: 1-128 of A-Z a-z 0-9 - . % _ * ? ! ( ) , : = @ $ '"
-        )
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,17 +71,13 @@ class Registry:
         self._mtime_ns = stat.st_mtime_ns
 
     def _save(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"devices": self._devices}, fh, indent=2, sort_keys=True)
-        os.replace(tmp, self._path)
+        private_dir(self._path.parent)
+        write_file(self._path, json.dumps({"devices": self._devices}, indent=2, sort_keys=True))
         self._mtime_ns = self._path.stat().st_mtime_ns
 
     def add_device(self, device_id: str) -> Credentials:
         """Register a device with a fresh key."""
-        check_id(device_id)
+        Identity(device_id)  # checks the id
         with self._lock:
             self._load()
             if device_id in self._devices:
@@ -106,7 +88,7 @@ class Registry:
 
     def add_module(self, device_id: str, module_id: str) -> Credentials:
         """Register a module of an existing device, with a fresh key and generation id."""
-        check_id(module_id, "module id")
+        Identity(device_id, module_id)  # checks both ids
         with self._lock:
             self._load()
             device = self._devices.get(device_id)

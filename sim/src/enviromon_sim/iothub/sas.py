@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enviromon_sim.iothub.errors import AuthError
 
 _PREFIX = "SharedAccessSignature "
+MAX_EXPIRY_DIGITS = 12  # seconds since 1970: good past the year 30000
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,15 +70,19 @@ def parse_token(token: str) -> SasToken:
         if not sep or key in fields:
             raise AuthError("malformed SAS token field")
         fields[key] = urllib.parse.unquote(value)
-    try:
-        return SasToken(
-            resource_uri=fields["sr"],
-            signature=fields["sig"],
-            expiry=int(fields["se"]),
-            key_name=fields.get("skn"),
-        )
-    except (KeyError, ValueError) as exc:
-        raise AuthError("SAS token lacks sr, sig or a numeric se") from exc
+    expiry = fields.get("se", "")
+    # Plain ASCII digits only (int() would also take "+1", " 1", "1_0" or other scripts'
+    # digits), and small enough to be a time: a 4000-digit one would overflow float maths.
+    if "sr" not in fields or "sig" not in fields or not (expiry.isascii() and expiry.isdigit()):
+        raise AuthError("SAS token lacks sr, sig or a numeric se")
+    if len(expiry) > MAX_EXPIRY_DIGITS:
+        raise AuthError("SAS token expiry out of range")
+    return SasToken(
+        resource_uri=fields["sr"],
+        signature=fields["sig"],
+        expiry=int(expiry),
+        key_name=fields.get("skn"),
+    )
 
 
 def resource_uri(hostname: str, device_id: str, module_id: str | None = None) -> str:

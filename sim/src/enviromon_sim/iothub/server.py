@@ -18,7 +18,6 @@ import contextlib
 import itertools
 import json
 import logging
-import os
 import ssl
 import time
 from collections import Counter, deque
@@ -33,12 +32,14 @@ from enviromon_sim.iothub.errors import (
     AuthError,
     DeviceNotConnectedError,
     DeviceNotFoundError,
+    InvalidIdError,
     InvalidPatchError,
     MethodTimeoutError,
     ProtocolError,
 )
 from enviromon_sim.iothub.eventlog import Event, EventLog, NewEvent
 from enviromon_sim.iothub.registry import Registry
+from enviromon_sim.iothub.statefiles import write_file
 from enviromon_sim.iothub.topics import (
     METHODS_FILTER,
     Identity,
@@ -59,8 +60,12 @@ logger = logging.getLogger(__name__)
 
 ROUTED_OUTPUT = "telemetry"  # FROM /messages/modules/*/outputs/telemetry INTO $upstream
 MAX_MESSAGE_BYTES = 256 * 1024  # IoT Hub's message size limit
+MAX_UNWRITTEN = 10_000  # accepted events waiting for the event log before senders must wait
 MAX_HELD_MESSAGES = 1000  # per offline session; the oldest is dropped past this
-CONNECT_TIMEOUT_S = 10.0
+MAX_PACKET_BYTES = MAX_MESSAGE_BYTES + 64 * 1024  # a message plus its topic and header
+MAX_CONNECT_BYTES = 8 * 1024
+CONNECT_TIMEOUT_S = 10.0  # TLS done, the whole CONNECT must arrive within this
+MAX_KEEP_ALIVE_S = 1200
 
 
 @dataclass
@@ -108,6 +113,9 @@ class Connection:
         self.closed = False
         self.expiry_timer: asyncio.TimerHandle | None = None
 
+    def __str__(self) -> str:
+        return str(self.identity)
+
     def send(self, packet: mqtt.Packet) -> None:
         """Queue a packet on the transport (no-op once closed)."""
         if not self.closed:
@@ -137,6 +145,8 @@ class EventWriter:
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._room = asyncio.Event()
+        self._room.set()
 
     def start(self) -> None:
         """Start the writer task."""
@@ -147,8 +157,19 @@ class EventWriter:
     ) -> None:
         """Queue ``event``: ``done(stored)`` once committed, ``failed()`` if the write fails."""
         self._pending.append(_Pending(event, done, failed))
+        if len(self._pending) >= MAX_UNWRITTEN:
+            self._room.clear()
         self._idle.clear()
         self._wake.set()
+
+    async def wait_for_room(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Wait (at most ``timeout`` s) while too many events wait to be written.
+
+        Connections call this before reading their next packet, so a flood of QoS 0
+        messages slows its sender instead of filling the hub's memory.
+        """
+        if not self._room.is_set():
+            await asyncio.wait_for(self._room.wait(), timeout)
 
     async def _run(self) -> None:
         while True:
@@ -158,6 +179,8 @@ class EventWriter:
                 while self._pending:
                     batch, self._pending = self._pending[:500], self._pending[500:]
                     await self._write(batch)
+                    if len(self._pending) < MAX_UNWRITTEN:
+                        self._room.set()
             finally:
                 if not self._pending:
                     self._idle.set()
@@ -267,11 +290,7 @@ class HubCore:
             for s in self.sessions.values()
             if not s.clean
         }
-        tmp = self._sessions_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh)
-        os.replace(tmp, self._sessions_path)
+        write_file(self._sessions_path, json.dumps(data))
 
     # ----- faults ----------------------------------------------------------------------
     def drop_connections(self) -> int:
@@ -307,21 +326,28 @@ class HubCore:
 
     # ----- connections -----------------------------------------------------------------
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Serve one client connection until it ends."""
+        """Serve one client connection until it ends.
+
+        Whatever one client sends (garbage, a hostile id, a huge length, bytes dribbled one at
+        a time) ends at worst its own connection; every wait here has a deadline.
+        """
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
-        decoder = mqtt.PacketDecoder(max_packet_size=MAX_MESSAGE_BYTES + 64 * 1024)
-        packets: deque[mqtt.Packet] = deque()
+        # Before authentication only a CONNECT-sized packet is accepted (a SAS token is ~200 B).
+        decoder = mqtt.PacketDecoder(max_packet_size=MAX_CONNECT_BYTES)
         conn: Connection | None = None
 
-        async def next_packet(limit: float | None) -> mqtt.Packet:
-            while not packets:
-                data = await asyncio.wait_for(reader.read(65536), limit)
-                if not data:
-                    raise ConnectionResetError("peer closed the connection")
-                packets.extend(decoder.feed(data))
-            return packets.popleft()
+        async def next_packet(limit: float) -> mqtt.Packet:
+            # The deadline covers the whole packet, not each read: a client that dribbles
+            # bytes (slow loris) is closed as surely as a silent one.
+            async with asyncio.timeout(limit):
+                while (packet := decoder.next_packet()) is None:
+                    data = await reader.read(65536)
+                    if not data:
+                        raise ConnectionResetError("peer closed the connection")
+                    decoder.push(data)
+            return packet
 
         try:
             first = await next_packet(CONNECT_TIMEOUT_S)
@@ -329,31 +355,38 @@ class HubCore:
                 raise ProtocolError("first packet is not CONNECT")
             conn = self._accept(first, writer)
             if conn is None:
-                await writer.drain()
+                await asyncio.wait_for(writer.drain(), CONNECT_TIMEOUT_S)
                 return
-            timeout = first.keep_alive * 1.5 if first.keep_alive else None
+            decoder.max_packet_size = MAX_PACKET_BYTES
+            # MQTT 3.1.1: a client silent for 1.5 x its keep-alive is gone. Keep-alive 0
+            # ("none") or a huge one gets the hub's own bound, so no connection idles forever.
+            keep_alive = min(first.keep_alive or MAX_KEEP_ALIVE_S, MAX_KEEP_ALIVE_S)
+            timeout = keep_alive * 1.5
             while not conn.closed:
                 packet = await next_packet(timeout)
                 if isinstance(packet, mqtt.Disconnect):
                     break
                 self._dispatch(conn, packet)
+                # A client that stops reading is closed too, rather than buffered for.
                 if writer.transport.get_write_buffer_size() > 1 << 20:
-                    await writer.drain()
+                    await asyncio.wait_for(writer.drain(), timeout)
+                await self._writer.wait_for_room(timeout)
         except TimeoutError:
-            logger.info(
-                "%s: keep-alive or CONNECT timeout, closing", conn.identity if conn else "?"
-            )
+            logger.info("%s: keep-alive, CONNECT or write timeout, closing", conn or "client")
             self.stats["timeouts"] += 1
         except ProtocolError as exc:
-            logger.warning("%s: %s; closing", conn.identity if conn else "client", exc)
+            logger.warning("%s: %s; closing", conn or "client", exc)
             self.stats["protocol_errors"] += 1
         except (ConnectionError, ssl.SSLError, OSError, asyncio.IncompleteReadError) as exc:
             logger.debug("connection ended: %r", exc)
+        except Exception:  # a bug must cost one connection, never the hub
+            logger.exception("%s: unexpected error, closing", conn or "client")
+            self.stats["handler_errors"] += 1
         finally:
             if conn is not None:
                 self._detach(conn)
             if not writer.transport.is_closing():
-                writer.close()
+                writer.close()  # flushes what is queued (a refusing CONNACK) first
             if task is not None:
                 self._handlers.discard(task)
 
@@ -361,7 +394,7 @@ class HubCore:
         """(CONNACK code, identity, token expiry)."""
         try:
             identity = Identity.parse(connect.client_id)
-        except ProtocolError:
+        except InvalidIdError:
             return mqtt.CONNACK_REFUSED_IDENTIFIER_REJECTED, None, 0
         # Username: {hostname}/{device}[/{module}]/?api-version=... (hostname not encoded).
         expected_user = f"{self.hostname}/{identity.client_id}/"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from enviromon_sim.iothub.statefiles import private_dir, write_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,19 +33,13 @@ class TlsFiles:
         return self.ca_cert.read_text("ascii")
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-
-
 def ensure_dev_certs(directory: str | Path) -> TlsFiles:
     """Create the CA and server certificate in ``directory`` unless already there."""
     d = Path(directory)
     files = TlsFiles(d / "ca.pem", d / "server.pem", d / "server.key")
     if files.ca_cert.exists() and files.server_cert.exists() and files.server_key.exists():
         return files
-    d.mkdir(parents=True, exist_ok=True)
+    private_dir(d)
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "enviromon local hub dev CA")])
@@ -97,13 +92,12 @@ def ensure_dev_certs(directory: str | Path) -> TlsFiles:
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
-    _write(
+    write_file(
         files.server_key,
         key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
-        0o600,
     )
-    _write(files.server_cert, cert.public_bytes(pem), 0o644)
-    _write(files.ca_cert, ca_cert.public_bytes(pem), 0o644)
+    write_file(files.server_cert, cert.public_bytes(pem), mode=0o644)
+    write_file(files.ca_cert, ca_cert.public_bytes(pem), mode=0o644)
     # The CA key is not kept: nothing else is ever signed with it.
     return files
 

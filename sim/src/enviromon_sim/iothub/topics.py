@@ -7,10 +7,11 @@ property names and values are.
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from dataclasses import dataclass
 
-from enviromon_sim.iothub.errors import ProtocolError
+from enviromon_sim.iothub.errors import InvalidIdError, ProtocolError
 
 TWIN_RES_FILTER = "$iothub/twin/res/#"
 TWIN_DESIRED_FILTER = "$iothub/twin/PATCH/properties/desired/#"
@@ -27,12 +28,32 @@ SYSTEM_PROPERTIES = {
 }
 
 
+# IoT Hub's documented id alphabet: ASCII letters and digits plus - . % _ * ? ! ( ) , : = @ $ '
+# (no '/', '+', '#', space or control character: an id can never be mistaken for a topic level
+# or a wildcard, and is safe to write into a log line).
+_ID = re.compile(r"[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}")
+
+
+def check_id(value: object, what: str = "device id") -> str:
+    """Return ``value`` if IoT Hub would accept it as an id, else raise InvalidIdError."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise InvalidIdError(
+            f"invalid {what} {value!r}: 1-128 of A-Z a-z 0-9 - . % _ * ? ! ( ) , : = @ $ '"
+        )
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who a connection authenticated as."""
+    """A device or module id pair, checked on construction (InvalidIdError)."""
 
     device_id: str
     module_id: str | None = None
+
+    def __post_init__(self) -> None:
+        check_id(self.device_id)
+        if self.module_id is not None:
+            check_id(self.module_id, "module id")
 
     @property
     def client_id(self) -> str:
@@ -50,11 +71,9 @@ class Identity:
 
     @classmethod
     def parse(cls, text: str) -> Identity:
-        """``pi-1`` or ``pi-1/enviro_sensor``."""
+        """``pi-1`` or ``pi-1/enviro_sensor`` (InvalidIdError otherwise)."""
         device, sep, module = text.partition("/")
-        if not device or (sep and (not module or "/" in module)):
-            raise ProtocolError(f"not a device or device/module id: {text!r}")
-        return cls(device, module or None)
+        return cls(device, module if sep else None)
 
 
 @dataclass(frozen=True, slots=True)

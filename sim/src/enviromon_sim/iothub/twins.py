@@ -10,12 +10,12 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import threading
 from pathlib import Path
 from typing import Any
 
 from enviromon_sim.iothub.errors import InvalidPatchError
+from enviromon_sim.iothub.statefiles import private_dir, write_file
 from enviromon_sim.iothub.topics import Identity
 
 MAX_SECTION_BYTES = 32 * 1024  # IoT Hub: desired and reported are 32 KB each
@@ -110,12 +110,8 @@ class TwinStore:
         )
 
     def _save(self) -> None:
-        tmp = self._path.with_suffix(".tmp")
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(self._twins, fh, sort_keys=True)
-        os.replace(tmp, self._path)
+        private_dir(self._path.parent)
+        write_file(self._path, json.dumps(self._twins, sort_keys=True))
 
     def device_view(self, identity: Identity) -> dict[str, Any]:
         """The twin as the device sees it on ``$iothub/twin/res/200``."""
