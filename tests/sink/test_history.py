@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
+from azure.data.tables import EdmType, EntityProperty, TableServiceClient, UpdateMode
+from enviromon_sink import history
 from enviromon_sink.events import InboundEvent
-from enviromon_sink.history import MAX_TRANSACTION, row_key
+from enviromon_sink.history import MAX_TRANSACTION, row_key, to_row
 from enviromon_sink.normalise import normalise
 
 from tests.sink.helpers import T0, event, reading_body
 from tests.sink.sinks import make_sink, rows
+from tests.sink.transport import FAILED_CHANGESET, Fault, FaultyTransport, is_batch
 
 
 def test_batch_counts_writes_history_and_reports_new_readings(
@@ -177,21 +183,123 @@ def test_big_hub_sequence_numbers_in_history_and_dead_letters(
     assert letter["SequenceNumber"] == big + 1
 
 
-def test_one_transaction_request_per_device_per_batch(azurite: str, table_prefix: str) -> None:
+def test_one_transaction_request_per_device_per_batch(
+    azurite: str, table_prefix: str, lean_enabled: set[str]
+) -> None:
     """History goes out as one $batch request per device and batch (no fallback resend)."""
-    from tests.sink.transport import FaultyTransport
-
     transport = FaultyTransport()
     sink = make_sink(azurite, table_prefix, transport=transport)
-    batches: list[str] = []
-    original = transport.send
-
-    def spy(request: object, **kw: object) -> object:
-        if "$batch" in request.url:  # type: ignore[attr-defined]
-            batches.append(request.url)  # type: ignore[attr-defined]
-        return original(request, **kw)
-
-    transport.send = spy  # type: ignore[method-assign]
     sink.process([event(reading_body(s), device=d) for d in ("pi-a", "pi-b") for s in range(1, 31)])
-    assert len(batches) == 2
+    sent = [headers for method, url, headers in transport.sent if is_batch(method, url)]
+    assert len(sent) == 2 and not lean_enabled
+    # The real service reads a request without x-ms-version as its oldest version (no JSON).
+    assert {h.get("x-ms-version") for h in sent} == {sink_api_version(azurite)}
     assert len(rows(azurite, table_prefix, "history")) == 60
+
+
+# -- the lean $batch writer against the SDK's submit_transaction --------------------------------
+
+HOSTILE_KEYS = ["o'brien", "a''b", "ü日本 ✓", "%2F plus+ & space", "pi-kitchen"]
+
+
+def _typed(entity: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
+    """An entity's properties with the Python type each came back as (Edm types show here)."""
+    return {k: (type(v).__name__, v) for k, v in entity.items()}
+
+
+def _hostile_rows() -> list[dict[str, Any]]:
+    """Rows of one partition with quotes and unicode in keys and every property type we write."""
+    return [
+        {
+            "PartitionKey": "dev 'ü' +1",
+            "RowKey": rk,
+            "Text": "<script>alert('x')</script> \"q\" ü 日本",
+            "Flag": True,
+            "Small": -(2**31),
+            "Big": EntityProperty(2**62 + 1, EdmType.INT64),
+            "Ratio": 21.5,
+            "When": T0 + timedelta(microseconds=123456),
+            "Skipped": None,
+        }
+        for rk in HOSTILE_KEYS
+    ] + [to_row(r) for r in normalise(event([reading_body(s) for s in (1, 2)], device="pi a/b"))]
+
+
+def sink_api_version(conn: str) -> str:
+    """The Table API version the SDK itself sends."""
+    return TableServiceClient.from_connection_string(conn).api_version
+
+
+@pytest.fixture
+def lean_enabled(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """A fresh switch-off set, so a test that switches the writer off affects no other test."""
+    fresh: set[str] = set()
+    monkeypatch.setattr(history, "_LEAN_OFF", fresh)
+    return fresh
+
+
+def test_lean_writer_stores_what_the_sdk_stores(
+    azurite: str, make_prefix: Callable[[], str], lean_enabled: set[str]
+) -> None:
+    """Same rows through the lean writer and submit_transaction read back identical, types too."""
+    service = TableServiceClient.from_connection_string(azurite)
+    lean, sdk = (service.create_table(make_prefix() + "h") for _ in range(2))
+    rows_in = _hostile_rows()
+    by_pk: dict[str, list[dict[str, Any]]] = {}
+    for row in rows_in:
+        by_pk.setdefault(row["PartitionKey"], []).append(row)
+    for chunk in by_pk.values():
+        assert history.lean_upsert(lean, chunk) is None  # taken by the lean path, no fallback
+        sdk.submit_transaction([("upsert", r, {"mode": UpdateMode.REPLACE}) for r in chunk])
+    got_lean = sorted(lean.list_entities(), key=lambda e: (e["PartitionKey"], e["RowKey"]))
+    got_sdk = sorted(sdk.list_entities(), key=lambda e: (e["PartitionKey"], e["RowKey"]))
+    assert len(got_lean) == len(rows_in) == len(got_sdk)
+    assert [_typed(e) for e in got_lean] == [_typed(e) for e in got_sdk]
+    assert {e["RowKey"] for e in got_lean} >= set(HOSTILE_KEYS)
+    assert not lean_enabled
+
+
+def test_failed_changeset_falls_back_to_the_sdk_then_switches_lean_off(
+    azurite: str, table_prefix: str, lean_enabled: set[str]
+) -> None:
+    """A 202 whose changeset failed is never taken as done: the SDK resends; lean turns off."""
+    transport = FaultyTransport()
+    fault = transport.inject(Fault(match=is_batch, kind="changeset_400", times=1))
+    sink = make_sink(azurite, table_prefix, transport=transport)
+
+    def batches() -> int:
+        return sum(is_batch(method, url) for method, url, _ in transport.sent)
+
+    sink.process([event(reading_body(s), device="pi-a") for s in range(1, 4)])
+    assert fault.hits == 1 and batches() == 2  # the refused lean request, the SDK's resend
+    assert len(rows(azurite, table_prefix, "history")) == 3  # the SDK's resend wrote them
+    assert len(lean_enabled) == 1  # the SDK succeeded where the lean writer was refused
+    sink.process([event(reading_body(s), device="pi-a") for s in range(4, 7)])
+    assert batches() == 3  # switched off: straight to the SDK, no second refused attempt
+    assert len(rows(azurite, table_prefix, "history")) == 6
+
+
+def test_transient_refusal_keeps_the_lean_writer(
+    azurite: str, table_prefix: str, lean_enabled: set[str]
+) -> None:
+    """A 503 on the lean request (retries off) falls back once but does not switch lean off."""
+    transport = FaultyTransport()
+    fault = transport.inject(Fault(match=is_batch, kind="503", times=1))
+    sink = make_sink(azurite, table_prefix, transport=transport, retry_total=0)
+    sink.process([event(reading_body(s), device="pi-a") for s in range(1, 4)])
+    assert fault.hits == 1 and not lean_enabled
+    assert len(rows(azurite, table_prefix, "history")) == 3
+
+
+def test_refused_status_reads_the_documented_batch_responses() -> None:
+    """All parts 2xx → None; the service's failed changeset → 400; a count mismatch → 0."""
+    ok = b"".join(
+        b"--changesetresponse_1\r\nContent-Type: application/http\r\n\r\n"
+        b"HTTP/1.1 204 No Content\r\nContent-ID: %d\r\n\r\n" % i
+        for i in range(3)
+    )
+    assert history.refused_status(ok, 3) is None
+    assert history.refused_status(ok, 4) == 0
+    assert history.refused_status(FAILED_CHANGESET, 1) == 400
+    assert history.refused_status(FAILED_CHANGESET, 5) == 400
+    assert history.refused_status(b"garbage", 1) == 0

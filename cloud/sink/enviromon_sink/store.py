@@ -42,7 +42,7 @@ from enviromon_sink.keys import escape_key
 _log = logging.getLogger(__name__)
 
 STATE_ROW: Final = "state"
-_TRANSIENT_STATUS: Final = frozenset({408, 429, 500, 502, 503, 504})
+TRANSIENT_STATUS: Final = frozenset({408, 429, 500, 502, 503, 504})
 
 T = TypeVar("T")
 
@@ -251,7 +251,7 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ServiceRequestError | ServiceResponseError | ConnectionError | TimeoutError):
         return True
     if isinstance(exc, HttpResponseError):
-        return exc.status_code in _TRANSIENT_STATUS
+        return exc.status_code in TRANSIENT_STATUS
     return isinstance(exc, AzureError) and not isinstance(exc, HttpResponseError)
 
 
