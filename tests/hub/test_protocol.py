@@ -3,82 +3,21 @@
 from __future__ import annotations
 
 import json
-import socket
-import ssl
 import time
-from collections import deque
-from typing import Any
 
 import pytest
 from enviromon_sim.iothub import mqtt, sas, server
 from enviromon_sim.iothub.hub import HubThread
 from enviromon_sim.iothub.topics import Identity
 
+from tests.hub.rawclient import RawClient, connect_packet, open_client
 from tests.support.hub import wait_until
-
-
-class RawClient:
-    """A bare MQTT-over-TLS client with full control over what it sends (and does not)."""
-
-    def __init__(self, hub: HubThread) -> None:
-        ctx = ssl.create_default_context(cafile=str(hub.hub.tls.ca_cert))
-        assert hub.hub.mqtt_port is not None
-        sock = socket.create_connection(("127.0.0.1", hub.hub.mqtt_port), timeout=5)
-        self.sock = ctx.wrap_socket(sock, server_hostname="localhost")
-        self.decoder = mqtt.PacketDecoder()
-        self.packets: deque[mqtt.Packet] = deque()
-
-    def send(self, packet: mqtt.Packet) -> None:
-        self.sock.sendall(mqtt.encode(packet))
-
-    def recv(self, timeout: float = 5.0) -> mqtt.Packet | None:
-        """The next packet, or None when the hub closed the connection."""
-        deadline = time.monotonic() + timeout
-        while not self.packets:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                data = self.sock.recv(65536)
-            except (ConnectionResetError, ssl.SSLError):
-                return None
-            if not data:
-                return None
-            self.packets.extend(self.decoder.feed(data))
-        return self.packets.popleft()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def _connect_packet(
-    hub: HubThread,
-    name: str,
-    *,
-    expiry: float | None = None,
-    keep_alive: int = 60,
-    clean: bool = False,
-    username: str | None = None,
-    level: int = 4,
-) -> mqtt.Connect:
-    identity = Identity.parse(name)
-    key = hub.hub.registry.ensure(identity).key
-    uri = sas.resource_uri("localhost", identity.device_id, identity.module_id)
-    token = sas.build_token(uri, key, int(expiry or time.time() + 600))
-    user = username or f"localhost/{name}/?api-version=2021-04-12"
-    return mqtt.Connect(name, user, token.encode(), keep_alive, clean, level)
-
-
-def _open(hub: HubThread, name: str, **kwargs: Any) -> tuple[RawClient, mqtt.ConnAck]:
-    client = RawClient(hub)
-    client.send(_connect_packet(hub, name, **kwargs))
-    ack = client.recv()
-    assert isinstance(ack, mqtt.ConnAck)
-    return client, ack
 
 
 def test_publishing_as_another_device_closes_the_connection(hub: HubThread) -> None:
     """pi-1 publishing telemetry under pi-2's name is disconnected and nothing is stored."""
     hub.hub.add(Identity("pi-2"))
-    client, ack = _open(hub, "pi-1")
+    client, ack = open_client(hub, "pi-1")
     try:
         assert ack.return_code == 0
         client.send(mqtt.Publish("devices/pi-2/messages/events/", b"forged", 1, 7))
@@ -92,7 +31,7 @@ def test_publishing_as_another_device_closes_the_connection(hub: HubThread) -> N
 def test_module_cannot_publish_as_its_device_or_a_sibling(hub: HubThread) -> None:
     """A module's telemetry topic is its own; the device's topic and a sibling's are refused."""
     for topic in ("devices/pi-1/messages/events/", "devices/pi-1/modules/other/messages/events/"):
-        client, ack = _open(hub, "pi-1/enviro_sensor")
+        client, ack = open_client(hub, "pi-1/enviro_sensor")
         try:
             assert ack.return_code == 0
             client.send(mqtt.Publish(topic + "%24.on=telemetry", b"x", 1, 1))
@@ -104,7 +43,7 @@ def test_module_cannot_publish_as_its_device_or_a_sibling(hub: HubThread) -> Non
 
 def test_subscriptions_are_limited_to_own_topics(hub: HubThread) -> None:
     """Another device's topics and wildcards get SUBACK 0x80; its own get the granted QoS."""
-    client, _ = _open(hub, "pi-1")
+    client, _ = open_client(hub, "pi-1")
     try:
         client.send(
             mqtt.Subscribe(
@@ -127,10 +66,10 @@ def test_subscriptions_are_limited_to_own_topics(hub: HubThread) -> None:
 def test_bad_connects_get_the_right_connack_codes(hub: HubThread) -> None:
     """Wrong host in username → 4; MQTT 3.1 → 1; malformed client id → 2; wrong key → 5."""
     cases = [
-        (_connect_packet(hub, "pi-1", username="otherhub/pi-1/?api-version=x"), 4),
-        (_connect_packet(hub, "pi-1", level=3), 1),
+        (connect_packet(hub, "pi-1", username="otherhub/pi-1/?api-version=x"), 4),
+        (connect_packet(hub, "pi-1", level=3), 1),
     ]
-    bad_id = _connect_packet(hub, "pi-1")
+    bad_id = connect_packet(hub, "pi-1")
     cases.append((mqtt.Connect("a/b/c", bad_id.username, bad_id.password, 60, False), 2))
     forged = sas.build_token("localhost/devices/pi-1", sas.generate_key(), int(time.time()) + 60)
     cases.append((mqtt.Connect("pi-1", bad_id.username, forged.encode(), 60, False), 5))
@@ -146,8 +85,8 @@ def test_bad_connects_get_the_right_connack_codes(hub: HubThread) -> None:
 
 def test_keep_alive_timeout_closes_a_silent_client(hub: HubThread) -> None:
     """With keep-alive 1 s, a client that pings stays; one that goes silent is closed in ~1.5 s."""
-    pinger, _ = _open(hub, "pi-1", keep_alive=1)
-    silent, _ = _open(hub, "pi-2", keep_alive=1)
+    pinger, _ = open_client(hub, "pi-1", keep_alive=1)
+    silent, _ = open_client(hub, "pi-2", keep_alive=1)
     try:
         started = time.monotonic()
         for _ in range(5):
@@ -165,7 +104,7 @@ def test_keep_alive_timeout_closes_a_silent_client(hub: HubThread) -> None:
 
 def test_token_expiry_closes_the_connection(hub: HubThread) -> None:
     """The hub closes a connection when its SAS token expires, as IoT Hub does."""
-    client, ack = _open(hub, "pi-1", expiry=time.time() + 2)
+    client, ack = open_client(hub, "pi-1", expiry=time.time() + 2)
     try:
         assert ack.return_code == 0
         assert client.recv(timeout=6) is None
@@ -180,7 +119,7 @@ def test_oversized_message_and_unknown_iothub_topic_close_the_connection(hub: Hu
         mqtt.Publish("devices/pi-1/messages/events/", b"x" * (256 * 1024 + 1), 1, 1),
         mqtt.Publish("$iothub/something/?$rid=1", b"{}", 1, 2),
     ):
-        client, _ = _open(hub, "pi-1")
+        client, _ = open_client(hub, "pi-1")
         try:
             client.send(packet)
             assert client.recv() is None
@@ -195,7 +134,7 @@ def test_qos1_messages_are_held_for_an_offline_client_and_resent_until_acked(
     """Desired patches made while offline arrive on reconnect, in order; an unacked one comes
     again with DUP set; once acked it is gone."""
     ident = Identity("pi-1")
-    client, ack = _open(hub, "pi-1")
+    client, ack = open_client(hub, "pi-1")
     client.send(mqtt.Subscribe(1, (("$iothub/twin/PATCH/properties/desired/#", 1),)))
     assert client.recv() == mqtt.SubAck(1, (1,))
     client.send(mqtt.Disconnect())
@@ -204,7 +143,7 @@ def test_qos1_messages_are_held_for_an_offline_client_and_resent_until_acked(
     hub.patch_desired(ident, {"a": 1})
     hub.patch_desired(ident, {"a": 2})
 
-    client, ack = _open(hub, "pi-1")
+    client, ack = open_client(hub, "pi-1")
     try:
         assert ack == mqtt.ConnAck(0, session_present=True)
         first, second = client.recv(), client.recv()
@@ -218,7 +157,7 @@ def test_qos1_messages_are_held_for_an_offline_client_and_resent_until_acked(
         client.close()
     wait_until(lambda: not hub.online(ident), timeout=5)
 
-    client, ack = _open(hub, "pi-1")
+    client, ack = open_client(hub, "pi-1")
     try:
         again = client.recv()
         assert isinstance(again, mqtt.Publish)
@@ -233,12 +172,12 @@ def test_qos1_messages_are_held_for_an_offline_client_and_resent_until_acked(
 
 def test_clean_session_starts_empty(hub: HubThread) -> None:
     """A clean_session CONNECT gets session_present=False and no old subscriptions."""
-    client, _ = _open(hub, "pi-1")
+    client, _ = open_client(hub, "pi-1")
     client.send(mqtt.Subscribe(1, (("$iothub/methods/POST/#", 1),)))
     assert client.recv() == mqtt.SubAck(1, (1,))
     client.close()
     wait_until(lambda: not hub.online(Identity("pi-1")), timeout=5)
-    client, ack = _open(hub, "pi-1", clean=True)
+    client, ack = open_client(hub, "pi-1", clean=True)
     try:
         assert ack == mqtt.ConnAck(0, session_present=False)
         assert hub.run(lambda: dict(hub.core.sessions["pi-1"].subscriptions)) == {}
@@ -261,6 +200,6 @@ def test_malformed_first_packets_are_dropped_and_the_hub_keeps_serving(
         assert client.recv(timeout=12) is None
     finally:
         client.close()
-    good, ack = _open(hub, "pi-1")
+    good, ack = open_client(hub, "pi-1")
     good.close()
     assert ack.return_code == 0

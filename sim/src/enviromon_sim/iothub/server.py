@@ -162,14 +162,17 @@ class EventWriter:
         self._idle.clear()
         self._wake.set()
 
-    async def wait_for_room(self, timeout: float) -> None:  # noqa: ASYNC109
+    async def wait_for_room(self, timeout: float) -> bool:  # noqa: ASYNC109
         """Wait (at most ``timeout`` s) while too many events wait to be written.
 
         Connections call this before reading their next packet, so a flood of QoS 0
-        messages slows its sender instead of filling the hub's memory.
+        messages slows its sender instead of filling the hub's memory. Returns whether it
+        had to wait.
         """
-        if not self._room.is_set():
-            await asyncio.wait_for(self._room.wait(), timeout)
+        if self._room.is_set():
+            return False
+        await asyncio.wait_for(self._room.wait(), timeout)
+        return True
 
     async def _run(self) -> None:
         while True:
@@ -370,7 +373,8 @@ class HubCore:
                 # A client that stops reading is closed too, rather than buffered for.
                 if writer.transport.get_write_buffer_size() > 1 << 20:
                     await asyncio.wait_for(writer.drain(), timeout)
-                await self._writer.wait_for_room(timeout)
+                if await self._writer.wait_for_room(timeout):
+                    self.stats["flow_control_waits"] += 1
         except TimeoutError:
             logger.info("%s: keep-alive, CONNECT or write timeout, closing", conn or "client")
             self.stats["timeouts"] += 1
@@ -579,8 +583,10 @@ class HubCore:
     ) -> None:
         if qos:
             pid = session.packet_id()
-            session.inflight[pid] = (topic, payload)
+            # Sent (so encoded) before it is held: a message that cannot be encoded must not
+            # sit in the session and break every later reconnect of that client.
             conn.send(mqtt.Publish(topic, payload, 1, pid))
+            session.inflight[pid] = (topic, payload)
         else:
             conn.send(mqtt.Publish(topic, payload))
 

@@ -16,6 +16,7 @@ from enviromon_sim.iothub.errors import InvalidIdError, ProtocolError
 TWIN_RES_FILTER = "$iothub/twin/res/#"
 TWIN_DESIRED_FILTER = "$iothub/twin/PATCH/properties/desired/#"
 METHODS_FILTER = "$iothub/methods/POST/#"
+MAX_RID_LENGTH = 128  # the SDK sends a uuid4 (36); a longer one could not be echoed back
 
 # System properties the SDK puts first on a telemetry topic, and the event-log names they map to.
 SYSTEM_PROPERTIES = {
@@ -134,6 +135,8 @@ def _rid(query: dict[str, str]) -> str:
     rid = query.get("$rid", "")
     if not rid:
         raise ProtocolError("request id ($rid) missing")
+    if len(rid) > MAX_RID_LENGTH:
+        raise ProtocolError(f"request id ($rid) longer than {MAX_RID_LENGTH} characters")
     return rid
 
 
