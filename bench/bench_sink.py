@@ -55,19 +55,37 @@ def _prefix() -> str:
     return "b" + uuid.uuid4().hex[:12]
 
 
-def run_ours(conn: str, *, devices: int, readings: int, workers: int) -> dict[str, float]:
-    prefix = _prefix()
-    sink = Sink.from_connection_string(conn, table_prefix=prefix)
+def _timed_load(
+    conn: str,
+    prefix: str,
+    *,
+    devices: int,
+    readings: int,
+    workers: int,
+    work: Callable[..., Any],
+    initializer: Callable[..., None],
+) -> tuple[load.Workload, list[Any], float]:
+    """The same load for both algorithms: the workload, each batch's result, and seconds."""
     workload = load.build(devices=devices, readings=readings, partitions=8, batch_size=100)
     start = time.perf_counter()
     results = load.run(
-        workload,
+        workload, workers=workers, work=work, initializer=initializer, initargs=(conn, prefix)
+    )
+    return workload, results, time.perf_counter() - start
+
+
+def run_ours(conn: str, *, devices: int, readings: int, workers: int) -> dict[str, float]:
+    prefix = _prefix()
+    sink = Sink.from_connection_string(conn, table_prefix=prefix)
+    workload, results, elapsed = _timed_load(
+        conn,
+        prefix,
+        devices=devices,
+        readings=readings,
         workers=workers,
         work=sink_workers.work_ours,
         initializer=sink_workers.init_ours,
-        initargs=(conn, prefix),
     )
-    elapsed = time.perf_counter() - start
     truth = workload.readings_per_device
     states = sink.list_devices()
     lost = sum(max(0, truth - d["count"]) for d in states) + truth * (devices - len(states))
@@ -88,16 +106,15 @@ def run_original(conn: str, *, devices: int, readings: int, workers: int) -> dic
     service = TableServiceClient.from_connection_string(conn)
     service.create_table_if_not_exists(f"{prefix}DeviceState")
     service.create_table_if_not_exists(f"{prefix}Calibration")
-    workload = load.build(devices=devices, readings=readings, partitions=8, batch_size=100)
-    start = time.perf_counter()
-    results = load.run(
-        workload,
+    workload, results, elapsed = _timed_load(
+        conn,
+        prefix,
+        devices=devices,
+        readings=readings,
         workers=workers,
         work=sink_workers.work_original,
         initializer=sink_workers.init_original,
-        initargs=(conn, prefix),
     )
-    elapsed = time.perf_counter() - start
     committed: Counter[str] = Counter()
     dropped = 0
     for result in results:

@@ -21,6 +21,8 @@ import azure.functions as func
 from azure.functions.eventhub import EventHubTriggerConverter
 from azure.functions.meta import Datum
 
+from tests.sink.helpers import reading_body
+
 _sequence = itertools.count(1)
 
 
@@ -116,22 +118,8 @@ def telemetry_body(
     ts: datetime | None = None,
     temperature: float = 21.4,
 ) -> bytes:
-    """A schema-1 telemetry message as the edge module sends it."""
-    stamp = (ts or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return json.dumps(
-        {
-            "schema": 1,
-            "deviceId": device,
-            "boot": boot,
-            "seq": seq,
-            "ts": stamp,
-            "source": "simulated",
-            "temperature": temperature,
-            "humidity": 45.2,
-            "pressure": 1012.8,
-            "gasResistance": None,
-            "iaq": None,
-            "calibration": 0,
-            "flags": [],
-        }
-    ).encode()
+    """A schema-1 telemetry message as the edge module sends it, taken now unless ``ts``."""
+    body = reading_body(
+        seq, boot=boot, label=device, temperature=temperature, ts=ts or datetime.now(UTC)
+    )
+    return json.dumps(body).encode()

@@ -93,7 +93,7 @@ def _answer(request: Any, status: int, reason: str, content_type: str, body: byt
     )
     raw.url = request.url
     if isinstance(request, RestHttpRequest):
-        return RestRequestsTransportResponse(request=request, internal_response=raw)
+        return RestRequestsTransportResponse(request=request, internal_response=raw)  # type: ignore[no-untyped-call]
     return RequestsTransportResponse(request, raw)
 
 
