@@ -24,7 +24,7 @@ from typing import List  # noqa: UP035
 
 import azure.functions as func
 from enviromon_sink import adapters, api
-from enviromon_sink.negotiate import token_source_from_settings
+from enviromon_sink.negotiate import TokenSource, token_source_from_settings
 from enviromon_sink.processor import Sink
 from enviromon_sink.publisher import Publisher, publisher_from_settings
 from enviromon_sink.settings import Settings
@@ -41,7 +41,7 @@ class _Services:
     settings: Settings
     sink: Sink
     publisher: Publisher
-    tokens: api.TokenSource | None
+    tokens: TokenSource | None
 
 
 _services: _Services | None = None

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
 from enviromon_sink.errors import SettingsError, SinkError, TransientStoreError
-from enviromon_sink.negotiate import client_access
+from enviromon_sink.negotiate import TokenSource, client_access
 from enviromon_sink.normalise import valid_hub_id
 
 _log = logging.getLogger(__name__)
@@ -47,14 +47,6 @@ class DeviceStore(Protocol):
         self, device_id: str, start: datetime, end: datetime, limit: int = ...
     ) -> list[dict[str, Any]]:
         """A device's readings with ``start <= time < end``, oldest first, at most ``limit``."""
-        ...
-
-
-class TokenSource(Protocol):
-    """The part of ``WebPubSubServiceClient`` negotiate uses."""
-
-    def get_client_access_token(self, **kwargs: Any) -> Any:
-        """A signed client URL."""
         ...
 
 

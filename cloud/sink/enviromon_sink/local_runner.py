@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from enviromon_sink import adapters, api
 from enviromon_sink.events import InboundEvent
+from enviromon_sink.negotiate import TokenSource
 from enviromon_sink.publisher import PublishableBatch, Publisher
 
 _log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ class ApiServer:
         self,
         *,
         store: api.DeviceStore,
-        tokens: api.TokenSource | None,
+        tokens: TokenSource | None,
         negotiate_minutes: int,
         allowed_origin: Callable[[str | None], str | None],
         host: str = "127.0.0.1",
@@ -201,7 +202,7 @@ def route(
     target: str,
     *,
     store: api.DeviceStore,
-    tokens: api.TokenSource | None,
+    tokens: TokenSource | None,
     negotiate_minutes: int,
 ) -> api.ApiResponse:
     """Dispatch one request the way function_app.py's routes do."""
@@ -221,7 +222,7 @@ def route(
 
 def _make_handler(
     store: api.DeviceStore,
-    tokens: api.TokenSource | None,
+    tokens: TokenSource | None,
     negotiate_minutes: int,
     allowed_origin: Callable[[str | None], str | None],
 ) -> type[BaseHTTPRequestHandler]:

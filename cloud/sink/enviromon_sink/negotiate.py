@@ -18,10 +18,12 @@ from enviromon_sink.errors import SinkError
 from enviromon_sink.settings import MAX_NEGOTIATE_MINUTES, Settings
 
 
-class _TokenSource(Protocol):
+class TokenSource(Protocol):
     """The part of ``WebPubSubServiceClient`` negotiate uses."""
 
-    def get_client_access_token(self, **kwargs: Any) -> Any: ...
+    def get_client_access_token(self, **kwargs: Any) -> Any:
+        """A signed client URL (``{"url", "token", "baseUrl"}``)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +46,7 @@ def clamp_minutes(minutes: int) -> int:
     return max(1, min(int(minutes), MAX_NEGOTIATE_MINUTES))
 
 
-def client_access(client: _TokenSource, *, minutes: int = MAX_NEGOTIATE_MINUTES) -> ClientAccess:
+def client_access(client: TokenSource, *, minutes: int = MAX_NEGOTIATE_MINUTES) -> ClientAccess:
     """Ask the SDK for a client URL with no roles, expiring within ``minutes`` (≤ 60).
 
     Raises:
@@ -71,13 +73,13 @@ def _claims(token: str) -> dict[str, Any]:
     return claims
 
 
-def token_source_from_settings(settings: Settings) -> _TokenSource | None:
+def token_source_from_settings(settings: Settings) -> TokenSource | None:
     """A Web PubSub client for signing dashboard tokens, or None when not configured."""
     if settings.webpubsub_connection_string is None:
         return None
     from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
-    client: _TokenSource = WebPubSubServiceClient.from_connection_string(
+    client: TokenSource = WebPubSubServiceClient.from_connection_string(
         settings.webpubsub_connection_string, hub=settings.webpubsub_hub
     )
     return client
