@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import stat
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -58,8 +59,11 @@ def test_device_add_without_a_hub_then_the_sdk_connects(
     assert conn_str.startswith(
         "HostName=localhost;DeviceId=pi-1;ModuleId=enviro_sensor;SharedAccessKey="
     )
-    rc, out, _ = _cli(capsys, "--state-dir", str(state), "connection-string", "pi-1/enviro_sensor")
+    # Options after the command work too, as `az` takes them.
+    rc, out, _ = _cli(capsys, "connection-string", "pi-1/enviro_sensor", "--state-dir", str(state))
     assert (rc, out.strip()) == (0, conn_str)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700  # holds keys, even with no hub
+    assert stat.S_IMODE((state / "registry.json").stat().st_mode) == 0o600
     rc, _, err = _cli(capsys, "--state-dir", str(state), "connection-string", "pi-9")
     assert rc == 1 and "no device" in err
     hub = start_hub(state)

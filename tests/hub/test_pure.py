@@ -20,7 +20,9 @@ from enviromon_sim.iothub.errors import (
     InvalidPatchError,
     ProtocolError,
 )
+from enviromon_sim.iothub.hub import HubConfig
 from enviromon_sim.iothub.registry import Registry
+from enviromon_sim.iothub.statefiles import private_dir, write_file
 from enviromon_sim.iothub.topics import (
     Identity,
     MethodResponse,
@@ -221,3 +223,63 @@ def test_registry_ids_keys_and_file_mode(tmp_path: Path) -> None:
     other = Registry(tmp_path / "registry.json")
     assert other.get(Identity("pi-1", "enviro_sensor")).key == m.key
     assert other.list() == [Identity("pi-1"), Identity("pi-1", "enviro_sensor")]
+
+
+def test_state_files_are_private_and_replaced_whole(tmp_path: Path) -> None:
+    """The state dir is 0700 and files 0600 (or the mode asked); no temporary file is left."""
+    state = private_dir(tmp_path / "a" / "state")
+    path = state / "f.json"
+    write_file(path, "one")
+    write_file(path, b"two")
+    write_file(state / "ca.pem", "public", mode=0o644)
+    assert path.read_text() == "two"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((state / "ca.pem").stat().st_mode) == 0o644
+    assert sorted(p.name for p in state.iterdir()) == ["ca.pem", "f.json"]
+
+
+def test_tls_material_is_generated_private_and_valid(tmp_path: Path) -> None:
+    """The server key is 0600, the CA key is not kept, and the certificate verifies against
+    the CA for 127.0.0.1 and localhost."""
+    from cryptography import x509
+    from enviromon_sim.iothub.tls import ensure_dev_certs
+
+    files = ensure_dev_certs(tmp_path / "tls")
+    assert stat.S_IMODE(files.server_key.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "tls").stat().st_mode) == 0o700
+    assert sorted(p.name for p in (tmp_path / "tls").iterdir()) == [
+        "ca.pem",
+        "server.key",
+        "server.pem",
+    ]
+    ca = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+    cert = x509.load_pem_x509_certificate(files.server_cert.read_bytes())
+    cert.verify_directly_issued_by(ca)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert ensure_dev_certs(tmp_path / "tls") == files  # reused, not regenerated
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"host": "0.0.0.0"},
+        {"host": "192.168.1.10"},
+        {"host": "example.com"},
+        {"mqtt_port": 70000},
+        {"hostname": "a/b"},
+        {"workload_socket": Path("/tmp/x.sock")},
+        {"workload_socket": Path("/tmp/x.sock"), "workload_device_id": "bad id"},
+    ],
+)
+def test_hub_config_refuses_non_loopback_hosts_and_bad_values(
+    tmp_path: Path, kwargs: dict[str, object]
+) -> None:
+    """Every listener stays on loopback; ports, hostname and workload device are checked."""
+    with pytest.raises(ValueError):
+        HubConfig(state_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        HubConfig(tmp_path)  # type: ignore[misc]
+    assert HubConfig(state_dir=tmp_path, host="::1").host == "::1"

@@ -230,20 +230,32 @@ def _run(handler: Any) -> Any:
     return wrapped
 
 
+def _add_common(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """``--state-dir`` and ``--hostname``; without ``defaults`` an absent option sets nothing."""
+    state_default = os.environ.get("ENVIROMON_HUB_STATE", DEFAULT_STATE_DIR)
+    parser.add_argument(
+        "--state-dir",
+        default=state_default if defaults else argparse.SUPPRESS,
+        help=f"registry, twins, event log, certificates (default: {state_default})",
+    )
+    parser.add_argument(
+        "--hostname",
+        default="localhost" if defaults else argparse.SUPPRESS,
+        help="IoT Hub host name (default: localhost)",
+    )
+
+
 def register(services: argparse._SubParsersAction[Any]) -> None:
     """Add this service's sub-commands to `enviromon`."""
     hub = services.add_parser("hub", help="the local IoT Hub (shaped like `az iot hub`)")
-    hub.add_argument(
-        "--state-dir",
-        default=os.environ.get("ENVIROMON_HUB_STATE", DEFAULT_STATE_DIR),
-        help="registry, twins, event log, certificates (default: %(default)s)",
-    )
-    hub.add_argument(
-        "--hostname", default="localhost", help="IoT Hub host name (default: %(default)s)"
-    )
+    _add_common(hub, defaults=True)
+    # The same options are accepted after the command too (`hub serve --state-dir X`, as
+    # `az` takes them); given there, they win.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common(common, defaults=False)
     cmds = hub.add_subparsers(dest="hub_command", required=True, metavar="COMMAND")
 
-    serve = cmds.add_parser("serve", help="run the hub")
+    serve = cmds.add_parser("serve", help="run the hub", parents=[common])
     serve.add_argument(
         "--port", type=int, default=8883, help="MQTT/TLS port; 0 = any free (default: 8883)"
     )
@@ -261,34 +273,36 @@ def register(services: argparse._SubParsersAction[Any]) -> None:
 
     device = cmds.add_parser("device", help="devices in the registry")
     device_cmds = device.add_subparsers(dest="device_command", required=True, metavar="COMMAND")
-    add = device_cmds.add_parser("add", help="register a device (and a module)")
+    add = device_cmds.add_parser("add", help="register a device (and a module)", parents=[common])
     add.add_argument("id", help="device id, or device/module")
     add.add_argument("--module", help="also register this module of the device")
     add.set_defaults(handler=_run(cmd_device_add))
 
-    cs = cmds.add_parser("connection-string", help="print a device's or module's connection string")
+    cs = cmds.add_parser(
+        "connection-string", help="print a device's or module's connection string", parents=[common]
+    )
     cs.add_argument("id", help="device id, or device/module")
     cs.add_argument("--module", help="the module's connection string")
     cs.set_defaults(handler=_run(cmd_connection_string))
 
     twin = cmds.add_parser("twin", help="read or patch a twin")
     twin_cmds = twin.add_subparsers(dest="twin_command", required=True, metavar="COMMAND")
-    show = twin_cmds.add_parser("show", help="print a twin")
+    show = twin_cmds.add_parser("show", help="print a twin", parents=[common])
     show.add_argument("id", help="device id, or device/module")
     show.set_defaults(handler=_run(cmd_twin_show))
-    tset = twin_cmds.add_parser("set", help="patch desired properties")
+    tset = twin_cmds.add_parser("set", help="patch desired properties", parents=[common])
     tset.add_argument("id", help="device id, or device/module")
     tset.add_argument("patch", help="desired patch, JSON")
     tset.set_defaults(handler=_run(cmd_twin_set))
 
-    invoke = cmds.add_parser("invoke", help="invoke a direct method")
+    invoke = cmds.add_parser("invoke", help="invoke a direct method", parents=[common])
     invoke.add_argument("id", help="device id, or device/module")
     invoke.add_argument("method", help="method name")
     invoke.add_argument("payload", nargs="?", default=None, help="payload, JSON")
     invoke.add_argument("--timeout", type=float, default=30.0, help="seconds (default: 30)")
     invoke.set_defaults(handler=_run(cmd_invoke))
 
-    fault = cmds.add_parser("fault", help="inject a fault into the running hub")
+    fault = cmds.add_parser("fault", help="inject a fault into the running hub", parents=[common])
     fault.add_argument("kind", choices=["drop", "refuse", "hold-pubacks", "restart"])
     fault.add_argument(
         "value", nargs="?", help="seconds (refuse, restart) or on/off (hold-pubacks)"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from enviromon_sim.iothub.registry import Credentials, Registry, connection_stri
 from enviromon_sim.iothub.server import HubCore
 from enviromon_sim.iothub.statefiles import private_dir, write_file
 from enviromon_sim.iothub.tls import TlsFiles, ensure_dev_certs, server_context
-from enviromon_sim.iothub.topics import Identity
+from enviromon_sim.iothub.topics import Identity, check_id
 from enviromon_sim.iothub.tunnel import Tunnel
 from enviromon_sim.iothub.twins import TwinStore
 
@@ -45,14 +46,14 @@ T = TypeVar("T")
 STATE_FILE = "hub.json"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HubConfig:
     """How to run the hub. Ports of 0 mean "pick a free one"; None means "do not open".
 
     Attributes:
         state_dir: registry, twins, sessions, event log, certificates, hub.json.
         hostname: the IoT Hub host name in connection strings and SAS resource URIs.
-        host: the address every listener binds (loopback only).
+        host: the address every TCP listener binds; loopback only (checked).
         mqtt_port: MQTT over TLS. The SDK always connects to 8883.
         proxy_port: HTTP CONNECT tunnel into the MQTT listener, for clients given
             ``proxy_options`` (tests on free ports).
@@ -75,10 +76,12 @@ class HubConfig:
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 65535:
                 raise ValueError(f"{name} must be 0..65535, got {value}")
+        if not _is_loopback(self.host):
+            raise ValueError(f"host must be a loopback address, got {self.host!r}")
         if not self.hostname or "/" in self.hostname:
             raise ValueError(f"invalid hostname {self.hostname!r}")
-        if self.workload_socket is not None and not self.workload_device_id:
-            raise ValueError("workload_socket needs workload_device_id")
+        if self.workload_socket is not None:
+            check_id(self.workload_device_id, "workload device id")
 
 
 class Hub:
@@ -226,6 +229,14 @@ class Hub:
         return self.registry.ensure(identity)
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only: the hub hands out keys, never to the network."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _remove_stale_socket(path: Path) -> None:
     """Remove a socket left by an earlier run; refuse to touch anything that is not a socket."""
     try:
@@ -265,6 +276,8 @@ class HubThread:
 
     def __init__(self, config: HubConfig, *, timeout: float = 30.0) -> None:
         """Prepare; call ``start`` to run."""
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
         self.config = config
         self.timeout = timeout
         self.loop = asyncio.new_event_loop()

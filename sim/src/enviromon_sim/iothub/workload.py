@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from enviromon_sim.iothub.errors import DeviceNotFoundError
+from enviromon_sim.iothub.errors import DeviceNotFoundError, InvalidIdError
 from enviromon_sim.iothub.topics import Identity
 
 if TYPE_CHECKING:
@@ -49,10 +49,9 @@ async def sign(request: web.Request) -> web.Response:
         return _error(400, "api-version is required")
     device_id = hub.config.workload_device_id
     assert device_id is not None
-    identity = Identity(device_id, request.match_info["m"])
     try:
-        creds = hub.registry.get(identity)
-    except DeviceNotFoundError as exc:
+        creds = hub.registry.get(Identity(device_id, request.match_info["m"]))
+    except (DeviceNotFoundError, InvalidIdError) as exc:
         return _error(404, str(exc))
     if request.match_info["g"] != creds.generation_id:
         return _error(404, "module generation id does not match")
