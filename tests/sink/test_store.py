@@ -128,6 +128,47 @@ def test_deadline_raises_contention(azurite: str, table_prefix: str) -> None:
     assert back is not None and back.last_seq == seq[0]
 
 
+def test_lost_races_back_off_with_growing_jittered_delays(azurite: str, table_prefix: str) -> None:
+    """Each 412 waits a random delay under a doubling cap, never past the deadline, then raises."""
+    now = [0.0]
+    delays: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        delays.append(seconds)
+        now[0] += seconds
+
+    a = make_store(
+        azurite,
+        table_prefix,
+        deadline_s=3.0,
+        backoff_base_s=0.02,
+        backoff_max_s=0.5,
+        rng=random.Random(7),
+        sleep=sleep,
+        monotonic=lambda: now[0],
+    )
+    b = make_store(azurite, table_prefix)
+    dev = "pi-backoff"
+    b.commit(dev, folding([reading(dev, 1)]))
+    seq = [1]
+
+    def always_beaten(state: DeviceState | None) -> tuple[DeviceState, int]:
+        seq[0] += 1
+        b.commit(dev, folding([reading(dev, seq[0])]))
+        return folding([reading(dev, 1000)])(state)
+
+    with pytest.raises(StoreContentionError):
+        a.commit(dev, always_beaten)
+    assert len(delays) >= 5 and a.conflicts == len(delays) + 1  # the last race is not waited
+    for attempt, delay in enumerate(delays, start=1):
+        assert 0 <= delay <= min(0.5, 0.02 * 2**attempt)
+    assert len(set(delays)) == len(delays)  # jittered, not a fixed schedule
+    assert max(delays) > 0.02 * 2  # and growing past the first cap
+    assert sum(delays) <= 3.0  # never asleep past the deadline
+    back = b.get(dev)
+    assert back is not None and back.last_seq == seq[0]  # a's write never landed
+
+
 def test_sequence_numbers_beyond_int32_are_stored(azurite: str, table_prefix: str) -> None:
     """Hub sequence numbers and seqs past 2**31 are written as Int64 and read back."""
     store = make_store(azurite, table_prefix)
