@@ -10,12 +10,10 @@ from enviromon_sink.settings import Settings
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.azurite import connection_string
+
 WPS = "WEBPUBSUB_CONNECTION_STRING"
-AZURITE = (
-    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
-    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
-)
+AZURITE = connection_string(10002)  # a settings value only: nothing listens there
 PUBSUB = "Endpoint=http://127.0.0.1;Port=8080;AccessKey=c2VjcmV0;Version=1.0;"
 
 
