@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import urlsplit
 
 import azure.functions as func
 import pytest
@@ -22,6 +21,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from tests.sink.functions_host import HubMessage, function_batch, http_request, telemetry_body
 from tests.sink.tcp_proxy import TcpProxy
+from tests.support.azurite import local_table_port, with_table_port
 from tests.support.pubsub import recv_json
 
 # Untyped library modules, used as the worker uses them.
@@ -229,14 +229,9 @@ def test_tables_down_raises_so_the_host_retries(
     monkeypatch: pytest.MonkeyPatch, fa: ModuleType, azurite: str
 ) -> None:
     """Storage gone mid-run: the function raises; the retried batch then counts once."""
-    upstream = urlsplit(azurite.split("TableEndpoint=")[1].split(";")[0])
-    assert upstream.port is not None
-    proxy = TcpProxy(upstream.port)
+    proxy = TcpProxy(local_table_port(azurite))
     try:
-        monkeypatch.setenv(
-            "AZURE_TABLES_CONNECTION_STRING",
-            azurite.replace(f"127.0.0.1:{upstream.port}", f"127.0.0.1:{proxy.port}"),
-        )
+        monkeypatch.setenv("AZURE_TABLES_CONNECTION_STRING", with_table_port(azurite, proxy.port))
         fa.reset_services()
         run_batch(fa, readings("pi-1", range(1, 4)))
         proxy.down()

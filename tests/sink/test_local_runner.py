@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import pytest
 from enviromon_sim.iothub.eventlog import EventLog, NewEvent
@@ -26,6 +26,7 @@ from enviromon_sink.publisher import NullPublisher, WebPubSubPublisher
 
 from tests.sink.functions_host import telemetry_body
 from tests.sink.tcp_proxy import TcpProxy
+from tests.support.azurite import local_table_port, with_table_port
 from tests.support.pubsub import open_client, recv_json
 
 WAIT_S = 30.0
@@ -130,11 +131,9 @@ def test_tables_down_is_retried_without_checkpoint(
     tmp_path: Path, azurite: str, table_prefix: str
 ) -> None:
     """Storage unreachable: no checkpoint, backoff, retry; back up, everything counted once."""
-    port = urlsplit(azurite.split("TableEndpoint=")[1].split(";")[0]).port
-    assert port is not None
-    proxy = TcpProxy(port)
+    proxy = TcpProxy(local_table_port(azurite))
     try:
-        via_proxy = azurite.replace(f"127.0.0.1:{port}", f"127.0.0.1:{proxy.port}")
+        via_proxy = with_table_port(azurite, proxy.port)
         sink = Sink.from_connection_string(via_proxy, table_prefix=table_prefix, retry_total=0)
         with EventLog(tmp_path / "events.db") as log:
             loop = BatchLoop(
@@ -340,15 +339,11 @@ def test_command_bad_settings_exit_2(tmp_path: Path) -> None:
 
 def test_command_waits_for_tables(tmp_path: Path, azurite: str, table_prefix: str) -> None:
     """Started before storage is reachable, it retries, then serves once storage is up."""
-    port = urlsplit(azurite.split("TableEndpoint=")[1].split(";")[0]).port
-    assert port is not None
-    proxy = TcpProxy(port)
+    proxy = TcpProxy(local_table_port(azurite))
     proxy.down()
     env = {
         **os.environ,
-        "AZURE_TABLES_CONNECTION_STRING": azurite.replace(
-            f"127.0.0.1:{port}", f"127.0.0.1:{proxy.port}"
-        ),
+        "AZURE_TABLES_CONNECTION_STRING": with_table_port(azurite, proxy.port),
         "ENVIROMON_TABLE_PREFIX": table_prefix,
     }
     proc = spawn(tmp_path, env)

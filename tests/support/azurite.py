@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import socket
 import subprocess
 import time
@@ -39,6 +40,26 @@ def connection_string(port: int) -> str:
         f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
         f"TableEndpoint=http://127.0.0.1:{port}/{DEV_ACCOUNT};"
     )
+
+
+_LOCAL_ENDPOINT = re.compile(r"TableEndpoint=http://127\.0\.0\.1:(\d+)/")
+
+
+def local_table_port(conn: str) -> int:
+    """The port of a local (Azurite) Table endpoint, for tests that put a TCP proxy in front.
+
+    Skips the test on any other account (``AZURE_TABLES_CONNECTION_STRING`` on Azure): a plain
+    TCP proxy on 127.0.0.1 cannot stand in for a TLS endpoint with its own host name.
+    """
+    match = _LOCAL_ENDPOINT.search(conn)
+    if match is None:
+        pytest.skip("needs a local Azurite endpoint to put a TCP proxy in front of")
+    return int(match.group(1))
+
+
+def with_table_port(conn: str, port: int) -> str:
+    """``conn`` with its local Table endpoint moved to ``port`` (a proxy in front of it)."""
+    return _LOCAL_ENDPOINT.sub(f"TableEndpoint=http://127.0.0.1:{port}/", conn, count=1)
 
 
 class Azurite:
