@@ -65,6 +65,22 @@ def test_event_without_hub_device_has_its_own_partition(azurite: str, table_pref
     assert result.devices == {} and sink.list_devices() == []
 
 
+def test_unstorable_hub_ids_are_dead_lettered_not_fatal(azurite: str, table_prefix: str) -> None:
+    """Hub ids with a lone surrogate or a control character: dead-lettered, the batch goes on."""
+    sink = make_sink(azurite, table_prefix)
+    result = sink.process(
+        [
+            event(reading_body(1), device="pi\ud800x", module="m\udfffy", seq_no=1),
+            event(reading_body(1), device="pi\x00z", seq_no=2),
+            event(reading_body(1), device="pi-good", seq_no=3),
+        ]
+    )
+    assert result.dead_lettered == 2 and [r["deviceId"] for r in result.readings] == ["pi-good"]
+    by_seq = {int(r["SequenceNumber"]): r for r in rows(azurite, table_prefix, "deadletter")}
+    assert by_seq[1]["DeviceId"] == "pi\ufffd\ufffd\ufffdx" and by_seq[1]["ModuleId"] != ""
+    assert "not a valid IoT Hub id" in by_seq[1]["Reason"] and by_seq[2]["Reason"]
+
+
 def test_properties_kept_as_json(azurite: str, table_prefix: str) -> None:
     """The event's application properties are kept with the dead letter."""
     sink = make_sink(azurite, table_prefix)

@@ -187,6 +187,14 @@ def test_no_hub_device_id_is_rejected_even_with_a_body_device_id() -> None:
         n.normalise(event(reading_body(1), device=None))
 
 
+@pytest.mark.parametrize("device", ["pi\x00a", "pi\nb", "pi\ud800c", "x" * 129])
+def test_unusable_hub_device_id_is_rejected(device: str) -> None:
+    """Control characters, a lone surrogate or an over-long hub id: refused with a reason."""
+    with pytest.raises(RejectedMessageError, match="not a valid IoT Hub id"):
+        n.normalise(event(reading_body(1), device=device))
+    assert n.valid_hub_id(device) is None
+
+
 def test_legacy_without_sequence_or_time_is_rejected() -> None:
     """A boot-less body with no hub sequence number, messageId nor enqueued time is refused."""
     ev = InboundEvent(body=b'{"temperature": 20}', device_id="d")

@@ -75,10 +75,10 @@ def to_row(letter: DeadLetter) -> dict[str, Any]:
     row: dict[str, Any] = {
         "PartitionKey": escape_key(event.device_id) if event.device_id else NO_DEVICE_PARTITION,
         "RowKey": row_key(event),
-        "Reason": _clip(letter.reason, MAX_REASON_CHARS),
-        "DeviceId": _clip(event.device_id or "", MAX_FIELD_CHARS),
-        "ModuleId": _clip(event.module_id or "", MAX_FIELD_CHARS),
-        "MessageId": _clip(event.message_id or "", MAX_FIELD_CHARS),
+        "Reason": _clip(_storable(letter.reason), MAX_REASON_CHARS),
+        "DeviceId": _clip(_storable(event.device_id), MAX_FIELD_CHARS),
+        "ModuleId": _clip(_storable(event.module_id), MAX_FIELD_CHARS),
+        "MessageId": _clip(_storable(event.message_id), MAX_FIELD_CHARS),
         "SequenceNumber": int64(seq_no if isinstance(seq_no, int) else -1),
         "BodyBytes": len(body),
         "Properties": _clip(_properties(event), 2000),
@@ -140,6 +140,17 @@ def _properties(event: InboundEvent) -> str:
     except Exception:  # hostile mapping from an adapter: keep the dead letter anyway
         return "{}"
     return json.dumps(dict(pairs), ensure_ascii=True)
+
+
+def _storable(text: str | None) -> str:
+    """``text`` with lone surrogates (they have no UTF-8 form) as U+FFFD.
+
+    A refused event must be storable whatever its ids hold: Azurite keeps such a string, but a
+    row the real service refused as invalid text would fail the batch on every retry.
+    """
+    if not text:
+        return ""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 def _clip(text: str, limit: int) -> str:

@@ -68,7 +68,9 @@ _LOOSE_TS_RE: Final = re.compile(
 # A label is shown on the dashboard; allow what IoT Hub allows in ids, plus spaces (the web
 # simulator's "Raspberry Pi Web Client"); refuse markup and control characters outright.
 _LABEL_RE: Final = re.compile(r"[A-Za-z0-9 \-._:+%#*?!(),=@$']{1,128}")
-_ID_FORBIDDEN_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters, and lone surrogates (no UTF-8 form: Table storage would refuse the row,
+# and the batch would fail on every retry).
+_ID_FORBIDDEN_RE: Final = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 _STRUCTURE_RE: Final = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 
 _OUR_KEYS: Final = frozenset(
