@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import pytest
 from enviromon_sim.iothub.eventlog import EventLog, NewEvent
-from enviromon_sink.local_runner import Backoff, BatchLoop, route
+from enviromon_sink.local_runner import ApiServer, Backoff, BatchLoop, route
 from enviromon_sink.processor import Sink
 from enviromon_sink.publisher import NullPublisher, WebPubSubPublisher
 
@@ -181,6 +181,23 @@ def test_backoff_grows_with_jitter_and_caps() -> None:
     assert len(set(delays)) == len(delays)  # jittered, not a fixed schedule
     backoff.reset()
     assert backoff.next_delay() <= 0.5
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"negotiate_minutes": 0}, {"negotiate_minutes": 61}, {"port": -1}, {"port": 65536}],
+)
+def test_api_server_refuses_bad_arguments(kwargs: dict[str, int]) -> None:
+    """A token lifetime outside 1..60 minutes or an impossible port is refused at once."""
+    args: dict[str, Any] = {
+        "store": None,
+        "tokens": None,
+        "negotiate_minutes": 60,
+        "allowed_origin": lambda origin: None,
+        **kwargs,
+    }
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        ApiServer(**args)
 
 
 def test_routes_match_function_app() -> None:

@@ -33,6 +33,7 @@ from enviromon_sink import adapters, api
 from enviromon_sink.events import InboundEvent
 from enviromon_sink.negotiate import TokenSource
 from enviromon_sink.publisher import PublishableBatch, Publisher
+from enviromon_sink.settings import MAX_NEGOTIATE_MINUTES
 
 _log = logging.getLogger(__name__)
 
@@ -164,6 +165,10 @@ class ApiServer:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        if not 1 <= negotiate_minutes <= MAX_NEGOTIATE_MINUTES:
+            raise ValueError(f"negotiate_minutes must be 1..{MAX_NEGOTIATE_MINUTES}")
+        if not 0 <= port <= 65535:
+            raise ValueError("port must be 0..65535")
         handler = _make_handler(store, tokens, negotiate_minutes, allowed_origin)
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
