@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import queue
+import signal
 import stat
+import subprocess
+import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,7 +21,7 @@ from enviromon_sim.cli import main
 from enviromon_sim.iothub.hub import HubThread, read_state
 from enviromon_sim.iothub.topics import Identity
 
-from tests.support.hub import HubDevice, start_hub, wait_until
+from tests.support.hub import HubDevice, sdk_client, start_hub, wait_subscribed, wait_until
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -72,12 +77,9 @@ def test_device_add_without_a_hub_then_the_sdk_connects(
         dev = HubDevice(
             Identity("pi-1", "enviro_sensor"), conn_str, hub.hub.tls.ca_pem(), hub.proxy_port
         )
-        client = IoTHubModuleClient.create_from_connection_string(conn_str, **dev.client_kwargs())
-        try:
+        with sdk_client(dev, IoTHubModuleClient) as client:
             client.connect()
             client.send_message_to_output(Message("hi", message_id="c:1"), "telemetry")
-        finally:
-            client.shutdown()
         assert [e.body for e in hub.event_log.read_after(0)] == [b"hi"]
     finally:
         hub.stop()
@@ -109,16 +111,13 @@ def test_cli_twin_and_invoke_against_a_running_hub(
     )
     assert rc == 1 and "404" in err
     patches: queue.Queue[Any] = queue.Queue()
-    client = IoTHubModuleClient.create_from_connection_string(
-        dev.connection_string, **dev.client_kwargs()
-    )
+    with sdk_client(dev, IoTHubModuleClient) as client:
 
-    def on_method(req: Any) -> None:
-        client.send_method_response(
-            MethodResponse.create_from_method_request(req, 200, {"got": req.payload})
-        )
+        def on_method(req: Any) -> None:
+            client.send_method_response(
+                MethodResponse.create_from_method_request(req, 200, {"got": req.payload})
+            )
 
-    try:
         client.on_twin_desired_properties_patch_received = patches.put
         client.on_method_request_received = on_method
         client.connect()
@@ -140,14 +139,7 @@ def test_cli_twin_and_invoke_against_a_running_hub(
         assert rc == 1 and "400" in err
         rc, out, _ = _cli(capsys, "--state-dir", state, "twin", "show", "pi-2/enviro_sensor")
         assert json.loads(out)["properties"]["desired"]["$version"] == 2
-        wait_until(
-            lambda: hub.run(
-                lambda: (
-                    "$iothub/methods/POST/#"
-                    in hub.core.sessions["pi-2/enviro_sensor"].subscriptions
-                )
-            )
-        )
+        wait_subscribed(hub, dev.identity)
         rc, out, _ = _cli(
             capsys,
             "--state-dir",
@@ -161,8 +153,6 @@ def test_cli_twin_and_invoke_against_a_running_hub(
         )
         assert rc == 0
         assert json.loads(out) == {"status": 200, "payload": {"got": {"seconds": 5}}}
-    finally:
-        client.shutdown()
 
 
 def test_admin_api_checks_token_and_input(hub: HubThread) -> None:
@@ -190,10 +180,7 @@ def test_admin_api_checks_token_and_input(hub: HubThread) -> None:
 def test_admin_faults_drop_and_in_process_restart(hub: HubThread, hub_device: Any) -> None:
     """Faults through the admin API: drop, then restart with state kept; the SDK carries on."""
     dev = hub_device("pi-1")
-    client = IoTHubDeviceClient.create_from_connection_string(
-        dev.connection_string, **dev.client_kwargs()
-    )
-    try:
+    with sdk_client(dev, IoTHubDeviceClient) as client:
         client.on_method_request_received = lambda req: client.send_method_response(
             MethodResponse.create_from_method_request(req, 201, "ok")
         )
@@ -215,49 +202,45 @@ def test_admin_faults_drop_and_in_process_restart(hub: HubThread, hub_device: An
         assert (status, body) == (200, {"status": 201, "payload": "ok"})
         status, stats = _admin(hub, "GET", "/stats")
         assert status == 200 and stats["online"] == ["pi-1"] and stats["events"] == 2
-    finally:
-        client.shutdown()
     assert [e.body for e in hub.event_log.read_after(0)] == [b"1", b"2"]
+
+
+def _read_lines(proc: subprocess.Popen[str], count: int, timeout: float) -> list[str]:
+    """The first ``count`` lines ``proc`` prints, failing after ``timeout`` seconds."""
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+    deadline = time.monotonic() + timeout
+    return [lines.get(timeout=max(0.0, deadline - time.monotonic())) for _ in range(count)]
 
 
 def test_serve_command_end_to_end(tmp_path: Path) -> None:
     """`enviromon hub serve` prints the CA and admin URL, accepts a device added by the CLI and a
     message from the SDK with the printed connection string, and exits cleanly on SIGTERM."""
-    import signal
-    import subprocess
-    import sys
-
-    from azure.iot.device import ProxyOptions
-
     state = tmp_path / "state"
     base = [sys.executable, "-m", "enviromon_sim.cli", "hub", "--state-dir", str(state)]
     conn_str = subprocess.run(
         [*base, "device", "add", "pi-1"], capture_output=True, text=True, timeout=30, check=True
     ).stdout.strip()
+    serve = [sys.executable, "-m", "enviromon_sim.cli", "hub", "serve", "--state-dir", str(state)]
     proc = subprocess.Popen(
-        [*base, "serve", "--port", "0", "--proxy-port", "0"],
+        [*serve, "--port", "0", "--proxy-port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
     try:
-        assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(4)]
+        lines = _read_lines(proc, 4, timeout=30)
         ca_line = next(line for line in lines if line.startswith("CA certificate"))
         ca_path = Path(ca_line.split(": ", 1)[1].strip())
         assert any(line.startswith("admin API: http://127.0.0.1:") for line in lines)
         hub_state = read_state(state)
         assert hub_state is not None and hub_state["proxy_port"]
-        client = IoTHubDeviceClient.create_from_connection_string(
-            conn_str,
-            server_verification_cert=ca_path.read_text(),
-            proxy_options=ProxyOptions("HTTP", "127.0.0.1", hub_state["proxy_port"]),
-        )
-        try:
+        dev = HubDevice(Identity("pi-1"), conn_str, ca_path.read_text(), hub_state["proxy_port"])
+        with sdk_client(dev, IoTHubDeviceClient) as client:
             client.connect()
             client.send_message(Message("from the script", message_id="s:1"))
-        finally:
-            client.shutdown()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
         assert read_state(state) is None  # hub.json removed on a clean stop

@@ -12,7 +12,7 @@ from enviromon_sim.iothub import sas
 from enviromon_sim.iothub.hub import HubThread
 from enviromon_sim.iothub.sas import generate_key
 
-from tests.support.hub import wait_until
+from tests.support.hub import sdk_client, wait_until
 
 
 def _connect_expecting_credential_error(client: Any) -> None:
@@ -74,10 +74,7 @@ def test_expired_token_is_refused(hub: HubThread, hub_device: Any) -> None:
 def test_sas_renewal_reconnects_with_a_new_token(hub: HubThread, hub_device: Any) -> None:
     """sastoken_ttl=123: the SDK renews 120 s early (after ~3 s) by reconnecting, and works on."""
     dev = hub_device("pi-1")
-    client = IoTHubDeviceClient.create_from_connection_string(
-        dev.connection_string, **dev.client_kwargs(sastoken_ttl=123)
-    )
-    try:
+    with sdk_client(dev, IoTHubDeviceClient, sastoken_ttl=123) as client:
         client.connect()
         first = hub.run(lambda: hub.core.sessions["pi-1"].connection.expiry)
         wait_until(lambda: hub.core.connects["pi-1"] >= 2, timeout=15)
@@ -87,8 +84,6 @@ def test_sas_renewal_reconnects_with_a_new_token(hub: HubThread, hub_device: Any
         assert second > first
         client.send_message(Message("after renewal", message_id="r:1"))
         assert client.get_twin()["desired"] == {"$version": 1}
-    finally:
-        client.shutdown()
     events = hub.event_log.read_after(0)
     assert [e.body for e in events] == [b"after renewal"]
     assert hub.core.stats["refused_auth"] == 0

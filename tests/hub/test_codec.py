@@ -83,8 +83,12 @@ def test_remaining_length_encoding_round_trips(n: int) -> None:
 def test_garbage_gives_packets_or_protocol_error_only(data: bytes) -> None:
     """Arbitrary bytes never raise anything but ProtocolError."""
     decoder = mqtt.PacketDecoder(max_packet_size=1000)
+    decoder.push(data)
     with contextlib.suppress(ProtocolError):
-        decoder.feed(data)
+        while (packet := decoder.next_packet()) is not None:
+            assert isinstance(packet, mqtt.Packet)
+            # whatever decodes is a packet the encoder can write back
+            assert mqtt.PacketDecoder().feed(mqtt.encode(packet)) == [packet]
 
 
 def test_qos2_wills_and_oversized_packets_are_refused() -> None:

@@ -13,6 +13,8 @@ from azure.iot.device import IoTHubDeviceClient, Message
 from enviromon_sim.iothub.eventlog import EventLog, NewEvent
 from enviromon_sim.iothub.hub import HubThread
 
+from tests.support.hub import sdk_client
+
 
 def _event(n: int) -> NewEvent:
     return NewEvent(
@@ -38,28 +40,25 @@ def test_another_process_reads_while_the_hub_appends(tmp_path: Path) -> None:
     path = tmp_path / "events.sqlite"
     with EventLog(path) as log:
         log.append_many([_event(n) for n in range(1, 4)])
-        code = (
-            "import sys; from enviromon_sim.iothub.eventlog import EventLog\n"
-            "log = EventLog(sys.argv[1])\n"
-            "print(','.join(e.body.decode() for e in log.read_after(0)))"
-        )
-        out = subprocess.run(
-            [sys.executable, "-c", code, str(path)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-        assert out.stdout.strip() == "1,2,3"
+        assert _bodies_read_by_another_process(path) == "1,2,3"
         log.append(_event(4))
-        out = subprocess.run(
-            [sys.executable, "-c", code, str(path)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-        assert out.stdout.strip() == "1,2,3,4"
+        assert _bodies_read_by_another_process(path) == "1,2,3,4"
+
+
+def _bodies_read_by_another_process(path: Path) -> str:
+    code = (
+        "import sys; from enviromon_sim.iothub.eventlog import EventLog\n"
+        "log = EventLog(sys.argv[1])\n"
+        "print(','.join(e.body.decode() for e in log.read_after(0)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return out.stdout.strip()
 
 
 def test_failed_log_write_is_not_acknowledged_and_the_sdk_resends(
@@ -79,15 +78,10 @@ def test_failed_log_write_is_not_acknowledged_and_the_sdk_resends(
         return real(events)
 
     monkeypatch.setattr(log, "append_many", flaky)
-    client = IoTHubDeviceClient.create_from_connection_string(
-        dev.connection_string, **dev.client_kwargs()
-    )
-    try:
+    with sdk_client(dev, IoTHubDeviceClient) as client:
         client.connect()
         client.send_message(Message("precious", message_id="p:1"))
         client.send_message(Message("next", message_id="p:2"))
-    finally:
-        client.shutdown()
     assert [e.body for e in log.read_after(0)] == [b"precious", b"next"]
     assert hub.core.stats["event_log_errors"] == 1
     assert hub.core.connects["pi-1"] >= 2

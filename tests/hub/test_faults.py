@@ -19,8 +19,9 @@ from azure.iot.device.exceptions import (
 )
 from enviromon_sim.iothub.errors import DeviceNotConnectedError
 from enviromon_sim.iothub.hub import HubThread
+from enviromon_sim.iothub.topics import METHODS_FILTER, TWIN_DESIRED_FILTER
 
-from tests.support.hub import wait_until
+from tests.support.hub import sdk_client, wait_subscribed, wait_until
 
 
 def _ids(hub: HubThread) -> list[str]:
@@ -46,33 +47,27 @@ def test_restart_with_state_kept_subscriptions_survive(hub: HubThread, hub_devic
     patches, method calls and telemetry still work; twins and the event log are kept."""
     dev = hub_device("pi-1/enviro_sensor")
     patches: queue.Queue[Any] = queue.Queue()
-    client = IoTHubModuleClient.create_from_connection_string(
-        dev.connection_string, **dev.client_kwargs()
-    )
+    with sdk_client(dev, IoTHubModuleClient) as client:
 
-    def on_method(req: Any) -> None:
-        client.send_method_response(
-            MethodResponse.create_from_method_request(req, 200, {"ok": True})
-        )
+        def on_method(req: Any) -> None:
+            client.send_method_response(
+                MethodResponse.create_from_method_request(req, 200, {"ok": True})
+            )
 
-    try:
         client.on_twin_desired_properties_patch_received = patches.put
         client.on_method_request_received = on_method
         client.connect()
         client.patch_twin_reported_properties({"health": "ok"})
         client.send_message_to_output(Message("before", message_id="m:1"), "telemetry")
-        wait_until(
-            lambda: len(hub.run(lambda: hub.core.sessions["pi-1/enviro_sensor"].subscriptions)) >= 3
-        )
-        before = hub.core.connects["pi-1/enviro_sensor"]
+        wait_subscribed(hub, dev.identity, TWIN_DESIRED_FILTER)
+        wait_subscribed(hub, dev.identity, METHODS_FILTER)
+        assert hub.core.connects["pi-1/enviro_sensor"] == 1
 
         hub.restart(down_seconds=1.0)
 
         wait_until(lambda: hub.online(dev.identity), timeout=20)
-
         wait_until(lambda: client.connected, timeout=20)  # the SDK's own view
         assert hub.core.connects["pi-1/enviro_sensor"] == 1  # a new hub object counts afresh
-        assert before == 1
         hub.patch_desired(dev.identity, {"telemetryInterval": 3})
         # The SDK may also synthesise a patch from its reconnect twin GET; take the first
         # that carries the new setting.
@@ -81,9 +76,8 @@ def test_restart_with_state_kept_subscriptions_survive(hub: HubThread, hub_devic
         assert hub.invoke(dev.identity, "readNow", None, 5.0) == (200, {"ok": True})
         client.send_message_to_output(Message("after", message_id="m:2"), "telemetry")
         assert client.get_twin()["reported"] == {"health": "ok", "$version": 2}
-    finally:
-        client.shutdown()
-    assert wait_until(lambda: _ids(hub) == ["m:1", "m:2"] and True, timeout=5)
+    # Each send returned on its PUBACK, which the hub sends only once the event is stored.
+    assert _ids(hub) == ["m:1", "m:2"]
 
 
 def test_dropped_connections_lose_nothing(hub: HubThread, hub_device: Any) -> None:
@@ -113,10 +107,7 @@ def test_dropped_connections_lose_nothing(hub: HubThread, hub_device: Any) -> No
 def test_refused_connections_are_retried(hub: HubThread, hub_device: Any) -> None:
     """While the hub refuses (CONNACK 3: server unavailable) the SDK retries, then gets in."""
     dev = hub_device("pi-1")
-    client = IoTHubDeviceClient.create_from_connection_string(
-        dev.connection_string, **dev.client_kwargs()
-    )
-    try:
+    with sdk_client(dev, IoTHubDeviceClient) as client:
         client.connect()
         hub.refuse_connections(2.5)
         hub.drop_connections()
@@ -124,8 +115,6 @@ def test_refused_connections_are_retried(hub: HubThread, hub_device: Any) -> Non
         wait_until(lambda: hub.online(dev.identity), timeout=20)
         wait_until(lambda: client.connected, timeout=20)  # the SDK's own view
         client.send_message(Message("back", message_id="r:1"))
-    finally:
-        client.shutdown()
     assert _ids(hub) == ["r:1"]
 
 
@@ -172,13 +161,10 @@ def test_a_hub_that_forgets_sessions_loses_the_sdk_subscriptions(
     """Control for the restart test: without the persisted session the reconnected SDK does not
     subscribe again, so method calls cannot reach it (why the hub keeps sessions on disk)."""
     dev = hub_device("pi-1")
-    client = IoTHubDeviceClient.create_from_connection_string(
-        dev.connection_string, **dev.client_kwargs()
-    )
-    try:
+    with sdk_client(dev, IoTHubDeviceClient) as client:
         client.on_method_request_received = lambda req: None
         client.connect()
-        wait_until(lambda: hub.run(lambda: hub.core.sessions["pi-1"].subscriptions), timeout=10)
+        wait_subscribed(hub, dev.identity)
         hub.restart(down_seconds=0.5, forget_sessions=True)
         wait_until(lambda: hub.online(dev.identity), timeout=20)
         wait_until(lambda: client.connected, timeout=20)  # the SDK's own view
@@ -186,6 +172,4 @@ def test_a_hub_that_forgets_sessions_loses_the_sdk_subscriptions(
         assert hub.run(lambda: dict(hub.core.sessions["pi-1"].subscriptions)) == {}
         with pytest.raises(DeviceNotConnectedError):
             hub.invoke(dev.identity, "identify", None, 1.0)
-    finally:
-        client.shutdown()
     assert _ids(hub) == ["f:1"]

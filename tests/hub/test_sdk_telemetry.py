@@ -10,7 +10,7 @@ from azure.iot.device import IoTHubDeviceClient, IoTHubModuleClient, Message
 from azure.iot.device.aio import IoTHubModuleClient as AsyncModuleClient
 from enviromon_sim.iothub.hub import HubThread
 
-from tests.support.hub import wait_until
+from tests.support.hub import sdk_client, wait_until
 
 
 def _message(body: dict[str, Any], mid: str) -> Message:
@@ -27,14 +27,9 @@ def test_device_telemetry_lands_in_event_log_with_system_properties(
 ) -> None:
     """A sync device client's message is stored with hub-set system properties and its own."""
     dev = hub_device("pi-1")
-    client = IoTHubDeviceClient.create_from_connection_string(
-        dev.connection_string, **dev.client_kwargs()
-    )
-    try:
+    with sdk_client(dev, IoTHubDeviceClient) as client:
         client.connect()
         client.send_message(_message({"seq": 1, "temperature": 21.4}, "boot:1"))
-    finally:
-        client.shutdown()
     events = wait_until(lambda: hub.event_log.read_after(0), timeout=5)
     assert len(events) == 1
     ev = events[0]
@@ -80,16 +75,11 @@ def test_module_output_telemetry_is_routed_other_outputs_are_not(
 ) -> None:
     """A sync module client's output 'telemetry' reaches the log; output 'debug' does not."""
     dev = hub_device("pi-1/enviro_sensor")
-    client = IoTHubModuleClient.create_from_connection_string(
-        dev.connection_string, **dev.client_kwargs()
-    )
-    try:
+    with sdk_client(dev, IoTHubModuleClient) as client:
         client.connect()
         client.send_message_to_output(_message({"seq": 1}, "b:1"), "debug")
         client.send_message_to_output(_message({"seq": 2}, "b:2"), "telemetry")
         client.send_message(_message({"seq": 3}, "b:3"))  # no output name: not routed either
-    finally:
-        client.shutdown()
     events = wait_until(lambda: hub.event_log.read_after(0), timeout=5)
     assert [json.loads(e.body)["seq"] for e in events] == [2]
     sp = events[0].system_properties

@@ -7,14 +7,16 @@ listener tunnels every CONNECT straight into its MQTT/TLS service.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from enviromon_sim.iothub.hub import HubConfig, HubThread
-from enviromon_sim.iothub.topics import Identity
+from enviromon_sim.iothub.topics import METHODS_FILTER, Identity
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,21 @@ class HubDevice:
         }
         kwargs.update(overrides)
         return kwargs
+
+
+@contextmanager
+def sdk_client(dev: HubDevice, client_class: Any, **overrides: Any) -> Iterator[Any]:
+    """A real SDK client (sync device or module class) for ``dev``, shut down on exit.
+
+    Not yet connected: set handlers first, then ``connect()``.
+    """
+    client = client_class.create_from_connection_string(
+        dev.connection_string, **dev.client_kwargs(**overrides)
+    )
+    try:
+        yield client
+    finally:
+        client.shutdown()
 
 
 def start_hub(state_dir: Path, **config: Any) -> HubThread:
@@ -80,10 +97,8 @@ def hub_device(hub: HubThread) -> Any:
     return factory
 
 
-def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -92,3 +107,18 @@ def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def wait_subscribed(
+    hub: HubThread, identity: Identity, topic_filter: str = METHODS_FILTER, timeout: float = 10.0
+) -> None:
+    """Wait until the hub holds ``topic_filter`` in ``identity``'s session.
+
+    The SDK subscribes when a handler is first set, after ``connect`` has returned.
+    """
+
+    def subscribed() -> bool:
+        session = hub.core.sessions.get(identity.client_id)
+        return session is not None and topic_filter in session.subscriptions
+
+    wait_until(lambda: hub.run(subscribed), timeout=timeout)
