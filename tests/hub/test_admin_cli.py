@@ -153,6 +153,14 @@ def test_cli_twin_and_invoke_against_a_running_hub(
         )
         assert rc == 0
         assert json.loads(out) == {"status": 200, "payload": {"got": {"seconds": 5}}}
+    # A second module of a device the running hub already has.
+    rc, out, _ = _cli(capsys, "device", "add", "pi-2", "--module", "other", "--state-dir", state)
+    assert rc == 0 and "DeviceId=pi-2;ModuleId=other;" in out
+    assert hub.hub.registry.list() == [
+        Identity("pi-2"),
+        Identity("pi-2", "enviro_sensor"),
+        Identity("pi-2", "other"),
+    ]
 
 
 def test_admin_api_checks_token_and_input(hub: HubThread) -> None:

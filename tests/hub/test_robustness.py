@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from enviromon_sim.iothub import mqtt, sas, server
+from enviromon_sim.iothub import eventwriter, mqtt, sas, server
 from enviromon_sim.iothub.hub import HubThread
 from enviromon_sim.iothub.topics import Identity
 
@@ -282,7 +282,7 @@ def test_qos0_flood_is_flow_controlled_and_fully_stored(
     """A client flooding QoS 0 telemetry is made to wait for the event log (the backlog is
     bounded), loses nothing, and another client is answered meanwhile."""
     hub = watched
-    monkeypatch.setattr(server, "MAX_UNWRITTEN", 50)
+    monkeypatch.setattr(eventwriter, "MAX_UNWRITTEN", 50)
     count = 5000
     flood, _ = open_client(hub, "pi-flood")
     topic = "devices/pi-flood/messages/events/"

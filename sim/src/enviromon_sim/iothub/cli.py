@@ -47,7 +47,6 @@ class AdminClient:
             raise HubNotRunningError(f"no running hub found in {state_dir}")
         self.url = str(state["admin_url"])
         self.token = str(state["admin_token"])
-        self.hostname = str(state.get("hostname", "localhost"))
         try:
             self.request("GET", "/devices", timeout=3)
         except OSError as exc:
@@ -145,12 +144,9 @@ def cmd_device_add(args: argparse.Namespace) -> int:
             creds = registry.add_module(identity.device_id, identity.module_id)
         print(connection_string(args.hostname, creds))
         return 0
-    if identity.module_id is not None:
-        try:
-            client.request("PUT", _path(Identity(identity.device_id), "devices"))
-        except HubError as exc:
-            if "409" not in str(exc):
-                raise
+    known = set(client.request("GET", "/devices")["devices"])
+    if identity.module_id is not None and identity.device_id not in known:
+        client.request("PUT", _path(Identity(identity.device_id), "devices"))
     result = client.request("PUT", _path(identity, "devices"))
     print(result["connectionString"])
     return 0

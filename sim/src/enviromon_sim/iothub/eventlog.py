@@ -85,11 +85,6 @@ class EventLog:
         self._db.executescript(_SCHEMA)
         self._db.commit()
 
-    @property
-    def path(self) -> Path:
-        """Where the log lives."""
-        return self._path
-
     def append(self, event: NewEvent) -> Event:
         """Append one event and return it with its sequence number."""
         return self.append_many([event])[0]

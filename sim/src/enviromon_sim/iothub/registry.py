@@ -29,16 +29,12 @@ class Credentials:
     generation_id: str | None = None
 
 
-def connection_string(
-    hostname: str, creds: Credentials, gateway_hostname: str | None = None
-) -> str:
-    """``HostName=...;DeviceId=...[;ModuleId=...];SharedAccessKey=...[;GatewayHostName=...]``."""
+def connection_string(hostname: str, creds: Credentials) -> str:
+    """``HostName=...;DeviceId=...[;ModuleId=...];SharedAccessKey=...``."""
     parts = [f"HostName={hostname}", f"DeviceId={creds.identity.device_id}"]
     if creds.identity.module_id:
         parts.append(f"ModuleId={creds.identity.module_id}")
     parts.append(f"SharedAccessKey={creds.key}")
-    if gateway_hostname:
-        parts.append(f"GatewayHostName={gateway_hostname}")
     return ";".join(parts)
 
 
@@ -52,11 +48,6 @@ class Registry:
         self._devices: dict[str, dict[str, Any]] = {}
         self._mtime_ns = -1
         self._load()
-
-    @property
-    def path(self) -> Path:
-        """Where the registry is stored."""
-        return self._path
 
     def _load(self) -> None:
         try:
@@ -127,19 +118,6 @@ class Registry:
             if module is None:
                 raise DeviceNotFoundError(f"no module {identity.client_id!r}")
             return Credentials(identity, module["key"], module["generationId"])
-
-    def remove(self, identity: Identity) -> None:
-        """Delete a device (with its modules) or one module."""
-        with self._lock:
-            self._load()
-            device = self._devices.get(identity.device_id)
-            if device is None:
-                raise DeviceNotFoundError(f"no device {identity.device_id!r}")
-            if identity.module_id is None:
-                del self._devices[identity.device_id]
-            elif device["modules"].pop(identity.module_id, None) is None:
-                raise DeviceNotFoundError(f"no module {identity.client_id!r}")
-            self._save()
 
     def list(self) -> list[Identity]:
         """Every device and module, devices first within each device."""

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import itertools
 import json
 import logging
 import ssl
 import time
 from collections import Counter, deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +36,7 @@ from enviromon_sim.iothub.errors import (
     ProtocolError,
 )
 from enviromon_sim.iothub.eventlog import Event, EventLog, NewEvent
+from enviromon_sim.iothub.eventwriter import EventWriter
 from enviromon_sim.iothub.registry import Registry
 from enviromon_sim.iothub.statefiles import write_file
 from enviromon_sim.iothub.topics import (
@@ -60,7 +59,6 @@ logger = logging.getLogger(__name__)
 
 ROUTED_OUTPUT = "telemetry"  # FROM /messages/modules/*/outputs/telemetry INTO $upstream
 MAX_MESSAGE_BYTES = 256 * 1024  # IoT Hub's message size limit
-MAX_UNWRITTEN = 10_000  # accepted events waiting for the event log before senders must wait
 MAX_HELD_MESSAGES = 1000  # per offline session; the oldest is dropped past this
 MAX_PACKET_BYTES = MAX_MESSAGE_BYTES + 64 * 1024  # a message plus its topic and header
 MAX_CONNECT_BYTES = 8 * 1024
@@ -128,98 +126,6 @@ class Connection:
             self.writer.transport.abort()
 
 
-class EventWriter:
-    """Appends accepted telemetry to the event log in batches, in arrival order.
-
-    One task owns the log's writes; each batch is one SQLite transaction, committed off the
-    event loop, and only then are the senders' PUBACKs sent (a PUBACK means "durable"). If a
-    write fails, the batch's senders get ``failed`` instead: the hub drops their connections
-    unacknowledged, so the SDK re-sends after reconnecting. Nothing is acknowledged unwritten.
-    """
-
-    def __init__(self, log: EventLog) -> None:
-        """Write to ``log``."""
-        self._log = log
-        self._pending: list[_Pending] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._room = asyncio.Event()
-        self._room.set()
-
-    def start(self) -> None:
-        """Start the writer task."""
-        self._task = asyncio.create_task(self._run(), name="hub-event-writer")
-
-    def submit(
-        self, event: NewEvent, done: Callable[[Event], None], failed: Callable[[], None]
-    ) -> None:
-        """Queue ``event``: ``done(stored)`` once committed, ``failed()`` if the write fails."""
-        self._pending.append(_Pending(event, done, failed))
-        if len(self._pending) >= MAX_UNWRITTEN:
-            self._room.clear()
-        self._idle.clear()
-        self._wake.set()
-
-    async def wait_for_room(self, timeout: float) -> bool:  # noqa: ASYNC109
-        """Wait (at most ``timeout`` s) while too many events wait to be written.
-
-        Connections call this before reading their next packet, so a flood of QoS 0
-        messages slows its sender instead of filling the hub's memory. Returns whether it
-        had to wait.
-        """
-        if self._room.is_set():
-            return False
-        await asyncio.wait_for(self._room.wait(), timeout)
-        return True
-
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            try:
-                while self._pending:
-                    batch, self._pending = self._pending[:500], self._pending[500:]
-                    await self._write(batch)
-                    if len(self._pending) < MAX_UNWRITTEN:
-                        self._room.set()
-            finally:
-                if not self._pending:
-                    self._idle.set()
-
-    async def _write(self, batch: list[_Pending]) -> None:
-        try:
-            stored = await asyncio.to_thread(self._log.append_many, [p.event for p in batch])
-        except Exception:
-            logger.exception(
-                "event log write failed; dropping %d senders unacknowledged", len(batch)
-            )
-            for item in batch:
-                item.failed()
-            return
-        for item, event in zip(batch, stored, strict=True):
-            try:
-                item.done(event)
-            except Exception:
-                logger.exception("event callback failed")
-
-    async def stop(self) -> None:
-        """Write what is queued, then stop."""
-        await self._idle.wait()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    event: NewEvent
-    done: Callable[[Event], None]
-    failed: Callable[[], None]
-
-
 class HubCore:
     """Sessions, routing, twins, methods and faults: the hub without its listeners."""
 
@@ -242,7 +148,7 @@ class HubCore:
         self.connects: Counter[str] = Counter()  # client id -> accepted CONNECTs
         self.sessions: dict[str, Session] = {}
         self._sessions_path = state_dir / "sessions.json"
-        self._writer = EventWriter(event_log)
+        self._writer = EventWriter(log=event_log)
         self._pending_methods: dict[tuple[str, str], asyncio.Future[tuple[int, bytes]]] = {}
         self._rids = itertools.count(1)
         self._refuse_until = 0.0
