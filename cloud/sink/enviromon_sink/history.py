@@ -201,9 +201,10 @@ def upsert_rows(table: TableClient, rows: Iterable[Mapping[str, Any]]) -> int:
 # azure-data-tables 12.7 builds a transaction with the email package and applies its policies to
 # every part on a fresh thread pool. Measured on this dev box against Azurite (docs/sink.md):
 # 0.30 ms of client CPU per row in transactions of 100 (0.66 ms in transactions of 10), against
-# 0.03 ms (0.12 ms) here; end to end, bench_sink's load with 2 workers ran at 2220-2415
-# readings/s with this writer and 1220-1255 without (with 8 workers on the 2 shared cores
-# Azurite is the bottleneck and both ran at ~1100-1200). This writes the same documented wire
+# 0.03 ms (0.12 ms) here; end to end, bench_sink's load (20,000 readings, each batch twice)
+# ran at 1922-2145 readings/s with 8 workers and this writer, 1263-1298 with the SDK's (2
+# workers: 2220-2415 against 1220-1255). Only with the 2 cores saturated by other work was
+# Azurite the bottleneck and both level (~1100-1200). This writes the same documented wire
 # format ("Performing entity group transactions": OData $batch, multipart/mixed, CRLF, one PUT
 # per entity = insert-or-replace) and sends it through the same SDK pipeline (shared-key or SAS
 # signing, retries, transport).
