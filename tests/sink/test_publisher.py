@@ -24,7 +24,7 @@ from enviromon_sink.settings import Settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.support.pubsub import open_client, recv_json
+from tests.support.pubsub import open_client, recv_json, service_client
 
 AZURITE = "UseDevelopmentStorage=true"
 
@@ -101,7 +101,7 @@ def test_a_reading_too_big_for_any_frame_is_reported() -> None:
     b = Batch([reading("pi-1", 1), reading("pi-1", 2, pad=5000), reading("pi-1", 3)], {"pi-1": {}})
     messages, oversized = split_messages(b.readings, b.devices, max_bytes=2048)
     assert [r["seq"] for r in oversized] == [2]
-    assert [r["seq"] for m in messages for r in m["readings"]] == [1, 3]
+    assert [[r["seq"] for r in m["readings"]] for m in messages] == [[1, 3]]  # not cut by it
 
 
 @settings(max_examples=60, deadline=None)
@@ -174,6 +174,20 @@ def test_publish_while_down_is_counted_not_raised(
     assert frame["data"]["readings"] == b.readings
     assert publisher.failures == 1
     assert publisher.published == 1
+
+
+def test_oversized_reading_is_dropped_and_counted_the_rest_arrive(pubsub: Any) -> None:
+    """A reading no frame can hold is counted (failures, dropped_readings); the rest arrive."""
+    publisher = WebPubSubPublisher(client=service_client(pubsub), max_message_bytes=2048)
+    b = Batch([reading("pi-1", 1), reading("pi-1", 2, pad=5000), reading("pi-1", 3)], {"pi-1": {}})
+    ws = open_client(pubsub)
+    try:
+        publisher.publish(b)
+        frame = recv_json(ws)
+    finally:
+        ws.close()
+    assert [r["seq"] for r in frame["data"]["readings"]] == [1, 3]
+    assert (publisher.failures, publisher.dropped_readings, publisher.published) == (1, 1, 1)
 
 
 def test_wrong_key_is_a_counted_failure(pubsub: Any) -> None:

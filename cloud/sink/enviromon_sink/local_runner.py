@@ -42,11 +42,6 @@ DEFAULT_CONSUMER_GROUP = "$Default"
 DEFAULT_EVENTLOG = ".enviromon/hub/events.sqlite"
 
 
-class _LogEvent(Protocol):
-    @property
-    def sequence_number(self) -> int: ...
-
-
 class EventSource(Protocol):
     """The part of ``enviromon_sim.iothub.eventlog.EventLog`` the loop uses."""
 

@@ -210,15 +210,16 @@ def split_messages(
 
     for reading in readings:
         device_id = _device_of(reading)
+        alone = _size(reading) + 2 + (device_cost(device_id) if device_id in devices else 0)
+        if empty_size + alone > max_bytes:
+            oversized.append(reading)  # no message can hold it: it must not cut one short
+            continue
         cost = _size(reading) + 2
         if device_id in devices and device_id not in current["devices"]:
             cost += device_cost(device_id)
-        if used + cost > max_bytes and (current["readings"] or current["devices"]):
-            flush()
-            cost = _size(reading) + 2 + (device_cost(device_id) if device_id in devices else 0)
         if used + cost > max_bytes:
-            oversized.append(reading)
-            continue
+            flush()
+            cost = alone
         current["readings"].append(dict(reading))
         if device_id in devices:
             current["devices"][device_id] = dict(devices[device_id])
