@@ -263,3 +263,34 @@ def test_serve_command_end_to_end(tmp_path: Path) -> None:
     assert [(e.body, e.system_properties["iothub-connection-device-id"]) for e in events] == [
         (b"from the script", "pi-1")
     ]
+
+
+def test_stop_during_an_admin_restart_leaves_nothing_open(tmp_path: Path) -> None:
+    """A hub stopped while an admin-API restart is down does not reopen its MQTT listener
+    when the restart's down time ends (the restart is cancelled, not left to finish)."""
+    import asyncio
+    import socket
+
+    import aiohttp
+    from enviromon_sim.iothub.hub import Hub, HubConfig
+
+    async def run() -> int:
+        hub = Hub(HubConfig(state_dir=tmp_path / "hub", mqtt_port=0, admin_port=0))
+        await hub.start()
+        port = hub.mqtt_port
+        assert port is not None and hub.admin_url is not None
+        headers = {"Authorization": f"Bearer {hub.admin_token}"}
+        async with aiohttp.ClientSession() as http:
+            url = hub.admin_url + "/faults/restart"
+            async with http.post(url, json={"down_seconds": 0.5}, headers=headers) as resp:
+                assert resp.status == 202
+        await asyncio.wait_for(hub.stop(), 15)
+        assert hub.background == set()
+        # Past the restart's down time: a restart left running would have reopened by now.
+        await asyncio.sleep(1.0)
+        assert hub.core is None
+        return port
+
+    port = asyncio.run(run())
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), 2):
+        pass

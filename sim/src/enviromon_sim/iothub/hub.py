@@ -177,6 +177,11 @@ class Hub:
 
     async def stop(self) -> None:
         """Close every listener and connection, keeping all state on disk."""
+        # A restart the admin API began must not reopen listeners after this stop.
+        for task in list(self.background):
+            task.cancel()
+        if self.background:
+            await asyncio.wait(self.background, timeout=10)
         await self._close_mqtt()
         if self._tunnel is not None:
             await self._tunnel.stop()
