@@ -49,6 +49,21 @@ def folding(readings: list[Reading]) -> Callable[[DeviceState | None], tuple[Dev
     return change
 
 
+def beaten_by(
+    other: DeviceStateStore, dev: str
+) -> tuple[Callable[[DeviceState | None], tuple[DeviceState, int]], list[int]]:
+    """A change during which ``other`` always writes the device first (and its last seq)."""
+    other.commit(dev, folding([reading(dev, 1)]))
+    seq = [1]
+
+    def always_beaten(state: DeviceState | None) -> tuple[DeviceState, int]:
+        seq[0] += 1
+        other.commit(dev, folding([reading(dev, seq[0])]))
+        return folding([reading(dev, 1000)])(state)
+
+    return always_beaten, seq
+
+
 @given(st.text(max_size=60))
 def test_key_escaping_round_trips_and_is_safe(text: str) -> None:
     """escape_key is reversible and its output never holds a forbidden key character."""
@@ -114,14 +129,7 @@ def test_deadline_raises_contention(azurite: str, table_prefix: str) -> None:
     a = make_store(azurite, table_prefix, deadline_s=0.3, rng=random.Random(1))
     b = make_store(azurite, table_prefix)
     dev = "pi-3"
-    b.commit(dev, folding([reading(dev, 1)]))
-    seq = [1]
-
-    def always_beaten(state: DeviceState | None) -> tuple[DeviceState, int]:
-        seq[0] += 1
-        b.commit(dev, folding([reading(dev, seq[0])]))
-        return folding([reading(dev, 1000)])(state)
-
+    always_beaten, seq = beaten_by(b, dev)
     with pytest.raises(StoreContentionError):
         a.commit(dev, always_beaten)
     back = b.get(dev)
@@ -149,14 +157,7 @@ def test_lost_races_back_off_with_growing_jittered_delays(azurite: str, table_pr
     )
     b = make_store(azurite, table_prefix)
     dev = "pi-backoff"
-    b.commit(dev, folding([reading(dev, 1)]))
-    seq = [1]
-
-    def always_beaten(state: DeviceState | None) -> tuple[DeviceState, int]:
-        seq[0] += 1
-        b.commit(dev, folding([reading(dev, seq[0])]))
-        return folding([reading(dev, 1000)])(state)
-
+    always_beaten, seq = beaten_by(b, dev)
     with pytest.raises(StoreContentionError):
         a.commit(dev, always_beaten)
     assert len(delays) >= 5 and a.conflicts == len(delays) + 1  # the last race is not waited
