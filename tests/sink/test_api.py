@@ -60,6 +60,8 @@ def test_from_alone_ends_now_and_to_alone_starts_a_day_before() -> None:
         ({"limit": "9" * 400}, "'limit'"),
         ({"from": "2026-11-25T00:00:00Z" + "0" * 5000}, "'from' is not an ISO-8601 time"),
         ({"from": "'; DROP TABLE x; --"}, "'from' is not an ISO-8601 time"),
+        ({"from": "0001-01-01T00:00:00+01:00"}, "'from' is out of range"),
+        ({"to": "0001-01-01T00:00:00Z"}, "'to' is too early"),
     ],
 )
 def test_bad_query_is_a_clear_error(query: dict[str, str], message: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 from azure.data.tables import EdmType, EntityProperty, TableServiceClient, UpdateMode
 from enviromon_sink import history
 from enviromon_sink.events import InboundEvent
-from enviromon_sink.history import MAX_TRANSACTION, row_key, to_row
+from enviromon_sink.history import MAX_TRANSACTION, row_key, time_key, to_row
 from enviromon_sink.normalise import normalise
 
 from tests.sink.helpers import T0, event, reading_body
@@ -83,6 +83,8 @@ def test_row_key_sorts_by_time_and_is_unique_per_boot_seq() -> None:
     d = normalise(event(reading_body(2, ts=T0, boot="ffffffff")))[0]
     assert row_key(a) < row_key(b) < row_key(c)
     assert len({row_key(a), row_key(b), row_key(d)}) == 3
+    # Four-digit years whatever the platform's strftime does with years before 1000.
+    assert time_key(datetime(999, 12, 31, tzinfo=UTC)) == "09991231T000000000000Z" < time_key(T0)
 
 
 def test_retention_prunes_old_rows_with_bounded_work(azurite: str, table_prefix: str) -> None:

@@ -172,6 +172,11 @@ def test_values_rounded_to_table_decimals() -> None:
         (json.dumps({**reading_body(1), "extra": 1}).encode(), "unknown field"),
         (json.dumps([reading_body(1), {"x": 1}]).encode(), "item 1"),
         (b"x" * (n.MAX_BODY_BYTES + 1), "bytes >"),
+        (
+            b'{"machine": {}, "ambient": {"temperature": 20},'
+            b' "timeCreated": "0001-01-01T00:00:00+01:00"}',  # no UTC time: before year 1
+            "timeCreated is not a valid time",
+        ),
     ],
 )
 def test_rejections_have_reasons(raw: bytes, reason: str) -> None:

@@ -170,7 +170,10 @@ def parse_history_query(
         ValueError: with a message fit to show the caller.
     """
     end = _parse_time(query, "to") or now
-    start = _parse_time(query, "from") or (end - DEFAULT_RANGE)
+    try:
+        start = _parse_time(query, "from") or (end - DEFAULT_RANGE)
+    except OverflowError:
+        raise ValueError("'to' is too early for the default 24 h range: give 'from'") from None
     if start >= end:
         raise ValueError("'from' must be before 'to'")
     if end - start > MAX_RANGE:
@@ -199,7 +202,10 @@ def _parse_time(query: Mapping[str, str], name: str) -> datetime | None:
         raise ValueError(f"'{name}' is not an ISO-8601 time such as 2026-11-25T03:20:00Z") from None
     if value.tzinfo is None:
         raise ValueError(f"'{name}' needs a time zone, e.g. a trailing Z for UTC")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"'{name}' is out of range") from None
 
 
 def _iso(value: datetime) -> str:

@@ -19,13 +19,12 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC
 from typing import Any, Final
 
 from azure.data.tables import TableClient
 
 from enviromon_sink.events import InboundEvent
-from enviromon_sink.history import upsert_rows
+from enviromon_sink.history import time_key, upsert_rows
 from enviromon_sink.keys import escape_key
 from enviromon_sink.store import int64, translate_errors
 
@@ -59,11 +58,7 @@ def row_key(event: InboundEvent) -> str:
     ):
         digest.update(part.encode("utf-8", "surrogatepass") + b"\x00")
     digest.update(bytes(event.body) if isinstance(event.body, bytes | bytearray) else b"")
-    when = (
-        event.enqueued_time.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        if event.enqueued_time
-        else "00000000T000000000000Z"
-    )
+    when = time_key(event.enqueued_time) if event.enqueued_time else "00000000T000000000000Z"
     return f"{when}_{digest.hexdigest()[:40]}"
 
 

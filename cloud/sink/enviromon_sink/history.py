@@ -35,7 +35,7 @@ _log = logging.getLogger(__name__)
 
 #: The service's limit on entities per transaction.
 MAX_TRANSACTION: Final = 100
-_TS_FORMAT: Final = "%Y%m%dT%H%M%S%fZ"
+_TS_FORMAT: Final = "%m%dT%H%M%S%fZ"  # after the 4-digit year
 
 
 def row_key(reading: Reading) -> str:
@@ -45,8 +45,13 @@ def row_key(reading: Reading) -> str:
 
 
 def time_key(ts: datetime) -> str:
-    """The fixed-width time prefix of a RowKey (UTC, microseconds)."""
-    return ts.astimezone(UTC).strftime(_TS_FORMAT)
+    """The fixed-width time prefix of a RowKey (UTC, microseconds).
+
+    The year is padded by hand: ``strftime("%Y")`` gives ``999``, not ``0999``, on glibc, which
+    would sort a year-999 reading after every year-2026 one.
+    """
+    utc = ts.astimezone(UTC)
+    return f"{utc.year:04d}{utc.strftime(_TS_FORMAT)}"
 
 
 def to_row(reading: Reading) -> dict[str, Any]:

@@ -446,7 +446,7 @@ def _hub_id(value: str | None, name: str) -> str | None:
 def _parse_ts(text: str) -> datetime:
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise RejectedMessageError(f"ts is not a valid time: {_show(text)}") from None
 
 
@@ -459,7 +459,7 @@ def _parse_loose_ts(text: str) -> datetime:
     zone = "+00:00" if zone == "Z" else zone
     try:
         return datetime.fromisoformat(f"{base}.{micro}{zone}").astimezone(UTC)
-    except ValueError:
+    except (ValueError, OverflowError):  # year 1 with a positive offset has no UTC time
         raise RejectedMessageError(f"timeCreated is not a valid time: {_show(text)}") from None
 
 
