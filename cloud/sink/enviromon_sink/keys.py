@@ -13,7 +13,9 @@ from typing import Final
 
 _SAFE: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _ESCAPED_RE: Final = re.compile(r"(?:[A-Za-z0-9_.-]|~[0-9a-f]{2})*")
-_PREFIX_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9]{0,40}")
+# Table names are 3-63 letters and digits starting with a letter; the longest role suffix
+# ("deadletter") leaves room for a prefix of 40.
+_PREFIX_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9]{0,39}")
 
 
 def escape_key(text: str) -> str:
@@ -47,9 +49,11 @@ def table_name(prefix: str, role: str) -> str:
     """The table for ``role`` (``devices``, ``history``, ``deadletter``) under ``prefix``.
 
     Raises:
-        ValueError: the prefix would not make a valid table name (letters and digits,
+        ValueError: the prefix would not make a valid table name (1-40 letters and digits,
             starting with a letter).
     """
     if not _PREFIX_RE.fullmatch(prefix):
-        raise ValueError(f"table prefix must be a letter then up to 40 letters/digits: {prefix!r}")
+        raise ValueError(
+            f"table prefix must be 1-40 letters and digits, starting with a letter: {prefix!r}"
+        )
     return f"{prefix}{role}"

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from enviromon_sink.errors import SettingsError
+from enviromon_sink.keys import table_name
 
 # The names, in one place: docs/sink-deploy.md lists them for operators.
 TABLES_CONNECTION = "AZURE_TABLES_CONNECTION_STRING"
@@ -33,9 +34,6 @@ PUBLISH_TIMEOUT_SECONDS = "ENVIROMON_PUBLISH_TIMEOUT_SECONDS"
 
 # Web PubSub hub names: start with a letter, then letters, digits or underscores.
 _HUB_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
-# Table names are 3-63 alphanumerics starting with a letter; the core appends suffixes such
-# as "Devices" and "History" (at most ~12 characters), so the prefix keeps room for them.
-_PREFIX_RE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,39}")
 
 MAX_NEGOTIATE_MINUTES = 60
 
@@ -81,11 +79,13 @@ class Settings:
                 f"{WEBPUBSUB_HUB}={self.webpubsub_hub!r}: a hub name starts with a letter and"
                 " has only letters, digits and underscores"
             )
-        if not _PREFIX_RE.fullmatch(self.table_prefix):
+        try:
+            table_name(self.table_prefix, "devices")  # the one rule for table names
+        except ValueError:
             raise SettingsError(
                 f"{TABLE_PREFIX}={self.table_prefix!r}: 1-40 letters and digits, starting"
                 " with a letter (Azure table names are alphanumeric)"
-            )
+            ) from None
         if self.alert_temperature_high is not None and not (
             math.isfinite(self.alert_temperature_high)
             and -40.0 <= self.alert_temperature_high <= 85.0
