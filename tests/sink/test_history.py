@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -305,3 +306,35 @@ def test_refused_status_reads_the_documented_batch_responses() -> None:
     assert history.refused_status(FAILED_CHANGESET, 1) == 400
     assert history.refused_status(FAILED_CHANGESET, 5) == 400
     assert history.refused_status(b"garbage", 1) == 0
+
+
+def test_lean_writer_is_unavailable_on_a_different_sdk_layout() -> None:
+    """No private ``_client``, or a send_request that takes other arguments: UNAVAILABLE."""
+    rows_in = [{"PartitionKey": "p", "RowKey": "r", "N": 1}]
+    layout = {"url": "http://127.0.0.1:1/acct", "table_name": "t", "api_version": "2019-02-02"}
+    assert history.lean_upsert(SimpleNamespace(**layout), rows_in) == history.UNAVAILABLE  # type: ignore[arg-type]
+
+    def other_signature(request: object) -> None:  # no stream= keyword
+        raise AssertionError("not reached")
+
+    client = SimpleNamespace(send_request=other_signature)
+    table = SimpleNamespace(_client=client, **layout)
+    assert history.lean_upsert(table, rows_in) == history.UNAVAILABLE  # type: ignore[arg-type]
+
+
+def test_unavailable_lean_writer_goes_to_the_sdk_and_stays_off(
+    azurite: str, table_prefix: str, lean_enabled: set[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the lean writer cannot run, the SDK writes the rows and lean is not tried again."""
+    calls: list[int] = []
+
+    def unavailable(table: object, rows_: object) -> int:
+        calls.append(1)
+        return history.UNAVAILABLE
+
+    monkeypatch.setattr(history, "lean_upsert", unavailable)
+    sink = make_sink(azurite, table_prefix)
+    sink.process([event(reading_body(s), device="pi-a") for s in range(1, 4)])
+    sink.process([event(reading_body(s), device="pi-a") for s in range(4, 7)])
+    assert len(rows(azurite, table_prefix, "history")) == 6 and len(calls) == 1
+    assert len(lean_enabled) == 1
