@@ -12,6 +12,7 @@ from azure.data.tables import EdmType, EntityProperty, TableServiceClient, Updat
 from enviromon_sink import history
 from enviromon_sink.events import InboundEvent
 from enviromon_sink.history import MAX_TRANSACTION, row_key, time_key, to_row
+from enviromon_sink.keys import table_name
 from enviromon_sink.normalise import normalise
 
 from tests.sink.helpers import T0, event, reading_body
@@ -107,6 +108,45 @@ def test_retention_prunes_old_rows_with_bounded_work(azurite: str, table_prefix:
     left = rows(azurite, table_prefix, "history")
     assert sorted(int(r["Seq"]) for r in left) == [151, 152]
     assert sink.list_devices()[0]["count"] == 152  # pruning history never touches counts
+
+
+def test_prune_racing_another_worker_never_fails_the_batch(
+    azurite: str,
+    table_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Another worker deletes an old row between our prune's query and delete: no failure."""
+    now = T0 + timedelta(days=40)
+    sink = make_sink(
+        azurite,
+        table_prefix,
+        clock=lambda: now,
+        retention=timedelta(days=30),
+        prune_interval=timedelta(0),
+    )
+    other = TableServiceClient.from_connection_string(azurite).get_table_client(
+        table_name(table_prefix, "history")
+    )
+    table = sink._history._table  # the prune's own client: the race goes in after its query
+    real_query = table.query_entities
+
+    def racing(*args: Any, **kwargs: Any) -> Any:
+        found = list(real_query(*args, **kwargs))
+        if found:  # the other worker's prune got to the first row first
+            other.delete_entity(found[0]["PartitionKey"], found[0]["RowKey"])
+        return iter(found)
+
+    monkeypatch.setattr(table, "query_entities", racing)
+    old = [reading_body(s, ts=T0 + timedelta(seconds=s)) for s in range(1, 6)]
+    with caplog.at_level("WARNING", logger="enviromon_sink.processor"):
+        result = sink.process([event(old, device="pi-a")])  # must not raise
+    assert len(result.readings) == 5 and result.devices["pi-a"]["count"] == 5
+    assert "pruning history of 'pi-a' failed" in caplog.text
+    assert len(rows(azurite, table_prefix, "history")) == 4  # the failed delete is atomic
+    monkeypatch.undo()
+    sink.process([event(reading_body(6, ts=now), device="pi-a")])  # the next prune catches up
+    assert [int(r["Seq"]) for r in rows(azurite, table_prefix, "history")] == [6]
 
 
 def test_list_devices_and_alerts(azurite: str, table_prefix: str) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline.transport import HttpTransport
 from azure.data.tables import TableServiceClient
 
@@ -249,9 +250,10 @@ class Sink:
             self._pruned_at[device] = now
             try:
                 deleted = self._history.prune(device, now - self._retention)
-            except TransientStoreError as exc:
+            except (TransientStoreError, HttpResponseError) as exc:
                 # Housekeeping: the counts are committed; never fail (and re-run) the batch
-                # for it. The next prune of this device catches up.
+                # for it. Also not for a 404: another worker pruning the same device deleted a
+                # row first, and the transaction failed as a whole. The next prune catches up.
                 _log.warning("pruning history of %r failed: %s", device, exc)
                 continue
             if deleted:
