@@ -128,13 +128,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _running_hub(state_dir: Path) -> AdminClient | None:
+    """The running hub's admin API, or None: registry commands then use the file directly."""
+    try:
+        return AdminClient(state_dir)
+    except HubNotRunningError:
+        return None
+
+
 def cmd_device_add(args: argparse.Namespace) -> int:
     """Register a device (and optionally a module) and print its connection string."""
     identity = _identity(args)
     state_dir = Path(args.state_dir)
-    try:
-        client = AdminClient(state_dir)
-    except HubNotRunningError:
+    client = _running_hub(state_dir)
+    if client is None:
         registry = Registry(state_dir / "registry.json")
         if identity.module_id is None:
             creds = registry.add_device(identity.device_id)
@@ -147,8 +154,7 @@ def cmd_device_add(args: argparse.Namespace) -> int:
     known = set(client.request("GET", "/devices")["devices"])
     if identity.module_id is not None and identity.device_id not in known:
         client.request("PUT", _path(Identity(identity.device_id), "devices"))
-    result = client.request("PUT", _path(identity, "devices"))
-    print(result["connectionString"])
+    print(client.request("PUT", _path(identity, "devices"))["connectionString"])
     return 0
 
 
@@ -156,15 +162,13 @@ def cmd_connection_string(args: argparse.Namespace) -> int:
     """Print the connection string of a registered device or module."""
     identity = _identity(args)
     state_dir = Path(args.state_dir)
-    try:
-        client = AdminClient(state_dir)
-    except HubNotRunningError:
+    client = _running_hub(state_dir)
+    if client is None:
         registry = Registry(state_dir / "registry.json")
         print(connection_string(args.hostname, registry.get(identity)))
-        return 0
-    print(
-        client.request("GET", _path(identity, "devices") + "/connection-string")["connectionString"]
-    )
+    else:
+        path = _path(identity, "devices") + "/connection-string"
+        print(client.request("GET", path)["connectionString"])
     return 0
 
 
