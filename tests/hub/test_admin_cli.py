@@ -210,6 +210,7 @@ def test_admin_faults_drop_and_in_process_restart(hub: HubThread, hub_device: An
         assert (status, body) == (200, {"status": 201, "payload": "ok"})
         status, stats = _admin(hub, "GET", "/stats")
         assert status == 200 and stats["online"] == ["pi-1"] and stats["events"] == 2
+        assert stats["handlers"] == 1  # the one live connection; the dropped ones are gone
     assert [e.body for e in hub.event_log.read_after(0)] == [b"1", b"2"]
 
 

@@ -19,7 +19,7 @@ from tests.support.hub import wait_until
 
 def _handlers(hub: HubThread) -> int:
     """Connection handler tasks the hub is running."""
-    return int(hub.run(lambda: len(hub.core._handlers)))
+    return int(hub.run(lambda: hub.core.handler_count))
 
 
 def _assert_hub_serves(hub: HubThread, name: str = "pi-ok") -> None:

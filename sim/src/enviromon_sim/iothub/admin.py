@@ -14,7 +14,7 @@ Routes (JSON in, JSON out; errors are ``{"error": "..."}`` with a 4xx/5xx status
   (404 when the device is offline, 504 on timeout)
 - ``POST /faults/drop`` | ``/faults/refuse {"seconds"}`` | ``/faults/hold-pubacks {"hold"}``
   | ``/faults/restart {"down_seconds"}``
-- ``GET  /stats``
+- ``GET  /stats``                               counters, online ids, handler tasks, last event
 """
 
 from __future__ import annotations
@@ -212,6 +212,7 @@ async def stats(request: web.Request) -> web.Response:
             "stats": dict(core.stats),
             "connects": dict(core.connects),
             "online": online,
+            "handlers": core.handler_count,
             "events": core.event_log.last_sequence_number(),
         }
     )

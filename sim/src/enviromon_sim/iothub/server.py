@@ -228,6 +228,11 @@ class HubCore:
                     for pid in held:
                         conn.send(mqtt.PubAck(pid))
 
+    @property
+    def handler_count(self) -> int:
+        """Connection handler tasks running, authenticated or not (a leak shows here)."""
+        return len(self._handlers)
+
     def online(self, identity: Identity) -> bool:
         """Whether ``identity`` has a live connection."""
         session = self.sessions.get(identity.client_id)
