@@ -203,3 +203,30 @@ def test_malformed_first_packets_are_dropped_and_the_hub_keeps_serving(
     good, ack = open_client(hub, "pi-1")
     good.close()
     assert ack.return_code == 0
+
+
+def test_unsubscribe_stops_deliveries_and_is_kept_in_the_session(hub: HubThread) -> None:
+    """After UNSUBSCRIBE (answered with UNSUBACK) a desired patch is no longer delivered, and
+    the persisted session no longer holds the filter."""
+    ident = Identity("pi-1")
+    desired = "$iothub/twin/PATCH/properties/desired/#"
+    client, _ = open_client(hub, "pi-1")
+    try:
+        client.send(mqtt.Subscribe(1, ((desired, 1), ("$iothub/twin/res/#", 1))))
+        assert client.recv() == mqtt.SubAck(1, (1, 1))
+        hub.patch_desired(ident, {"a": 1})
+        delivered = client.recv()
+        assert isinstance(delivered, mqtt.Publish) and delivered.packet_id is not None
+        client.send(mqtt.PubAck(delivered.packet_id))
+        client.send(mqtt.Unsubscribe(2, (desired,)))
+        assert client.recv() == mqtt.UnsubAck(2)
+        hub.patch_desired(ident, {"a": 2})
+        client.send(mqtt.Publish("$iothub/twin/GET/?$rid=7", b"", 0))
+        answer = client.recv()  # the twin GET answer, with no desired patch before it
+        assert isinstance(answer, mqtt.Publish)
+        assert answer.topic == "$iothub/twin/res/200/?$rid=7"
+        assert json.loads(answer.payload)["desired"] == {"a": 2, "$version": 3}
+    finally:
+        client.close()
+    sessions = json.loads((hub.hub.state_dir / "sessions.json").read_text())
+    assert sessions["pi-1"]["subscriptions"] == {"$iothub/twin/res/#": 1}

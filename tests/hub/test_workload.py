@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -23,6 +24,7 @@ def test_create_from_edge_environment_connects_and_sends(
     sock = sock_dir / "workload.sock"
     hub = start_hub(tmp_path / "hub", workload_socket=sock, workload_device_id="pi-edge")
     try:
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600  # it signs with module keys
         creds = hub.hub.add(Identity("pi-edge", "enviro_sensor"))
         assert creds.generation_id and hub.proxy_port
         env = {

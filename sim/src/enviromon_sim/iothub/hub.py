@@ -140,6 +140,9 @@ class Hub:
                 await wl.setup()
                 _remove_stale_socket(self.config.workload_socket)
                 await web.UnixSite(wl, str(self.config.workload_socket)).start()
+                # It signs tokens with module keys: only this user may connect (as the real
+                # one is limited to the iotedge group).
+                os.chmod(self.config.workload_socket, 0o600)
                 self._runners.append(wl)
         self._write_state()
         logger.info(
