@@ -7,6 +7,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from enviromon_sim.iothub import eventwriter, mqtt, sas, server
@@ -14,7 +15,7 @@ from enviromon_sim.iothub.hub import HubThread
 from enviromon_sim.iothub.topics import Identity
 
 from tests.hub.rawclient import RawClient, connect_packet, open_client
-from tests.support.hub import wait_until
+from tests.support.hub import sdk_client, wait_until
 
 
 def _handlers(hub: HubThread) -> int:
@@ -307,3 +308,26 @@ def test_qos0_flood_is_flow_controlled_and_fully_stored(
     ]
     assert bodies == [str(i).encode() for i in range(count)]
     assert hub.core.stats["flow_control_waits"] >= 1
+
+
+def test_no_task_survives_a_stop_after_faults(hub: HubThread, hub_device: Any) -> None:
+    """After SDK traffic, a dropped connection, a restart and a client stuck mid-CONNECT,
+    stopping the hub leaves no task running on its event loop (the `hub` fixture checks this
+    after every test; here the stuck client is still connected when it stops)."""
+    from azure.iot.device import IoTHubDeviceClient, Message
+
+    dev = hub_device("pi-1")
+    stuck = RawClient(hub)
+    try:
+        stuck.sock.sendall(mqtt.encode(connect_packet(hub, "pi-2"))[:5])  # half a CONNECT
+        with sdk_client(dev, IoTHubDeviceClient) as client:
+            client.connect()
+            client.send_message(Message("1"))
+            hub.drop_connections()
+            hub.restart()
+            wait_until(lambda: client.connected and hub.online(dev.identity), timeout=20)
+            client.send_message(Message("2"))
+        hub.stop()  # with the stuck client still connected
+        assert hub.leftover_tasks == []
+    finally:
+        stuck.close()

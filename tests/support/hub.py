@@ -72,6 +72,7 @@ def hub(tmp_path: Path) -> Iterator[HubThread]:
         yield thread
     finally:
         thread.stop()
+    assert thread.leftover_tasks == [], "the hub left tasks running after it stopped"
 
 
 def make_device(hub: HubThread, name: str) -> HubDevice:

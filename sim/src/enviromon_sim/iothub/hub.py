@@ -276,6 +276,17 @@ def read_state(state_dir: str | Path) -> dict[str, Any] | None:
     return data
 
 
+async def _cancel_other_tasks() -> list[str]:
+    """Cancel every task on this loop but the caller; return what they were."""
+    me = asyncio.current_task()
+    others = [t for t in asyncio.all_tasks() if t is not me]
+    for task in others:
+        task.cancel()
+    if others:
+        await asyncio.wait(others, timeout=5)
+    return sorted(repr(t.get_coro()) for t in others)
+
+
 class HubThread:
     """Run a `Hub` on its own event loop in a daemon thread (for tests and sync tools).
 
@@ -297,6 +308,8 @@ class HubThread:
                 host=config.host, port=config.proxy_port, target=lambda: self.hub.mqtt_port
             )
         self._thread = threading.Thread(target=self._run, name="local-iothub", daemon=True)
+        self._stopped = False
+        self.leftover_tasks: list[str] = []
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -333,11 +346,21 @@ class HubThread:
         return self._tunnel.port if self._tunnel is not None else None
 
     def stop(self) -> None:
-        """Stop the hub and the thread."""
+        """Stop the hub and the thread (a second call does nothing).
+
+        Tasks still on the loop after the hub has stopped are a leak: they are logged, kept
+        in ``leftover_tasks`` for tests to check, and cancelled.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
         try:
             if self._tunnel is not None:
                 self.call(self._tunnel.stop())
             self.call(self.hub.stop())
+            self.leftover_tasks = self.call(_cancel_other_tasks())
+            if self.leftover_tasks:
+                logger.warning("tasks left after the hub stopped: %s", self.leftover_tasks)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(self.timeout)
