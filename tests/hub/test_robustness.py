@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -10,12 +11,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from enviromon_sim.iothub import eventwriter, mqtt, sas, server
+from enviromon_sim.iothub import eventwriter, mqtt, sas, server, tunnel
 from enviromon_sim.iothub.hub import HubThread
 from enviromon_sim.iothub.topics import Identity
 
 from tests.hub.rawclient import RawClient, connect_packet, open_client
-from tests.support.hub import sdk_client, wait_until
+from tests.support.hub import make_device, sdk_client, wait_until
 
 
 def _handlers(hub: HubThread) -> int:
@@ -331,3 +332,45 @@ def test_no_task_survives_a_stop_after_faults(hub: HubThread, hub_device: Any) -
         assert hub.leftover_tasks == []
     finally:
         stuck.close()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "answer"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 405"),
+        (b"CONNECT localhost:8883 HTTP/1.1\r\n" + b"X: " + b"y" * 70_000, b""),  # no end
+        (b"CONNECT localhost:8883 HTTP/1.1\r\n", b""),  # never finished: cut at the deadline
+    ],
+)
+def test_tunnel_refuses_other_methods_huge_and_unfinished_requests(
+    watched: HubThread, monkeypatch: pytest.MonkeyPatch, request_bytes: bytes, answer: bytes
+) -> None:
+    """The HTTP CONNECT tunnel answers only CONNECT, closes a header over 64 KB or one not
+    finished within its deadline, and goes on tunnelling for others."""
+    hub = watched
+    monkeypatch.setattr(tunnel, "HEADER_TIMEOUT_S", 1.0)
+    assert hub.proxy_port is not None
+    with socket.create_connection(("127.0.0.1", hub.proxy_port), timeout=5) as sock:
+        started = time.monotonic()
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):  # closed mid-send
+            sock.sendall(request_bytes)
+        received = b""
+        while chunk := _recv_or_empty(sock):
+            received += chunk
+        assert received.startswith(answer) if answer else received == b""
+        assert time.monotonic() - started < 4
+    # The tunnel still carries a real client through to the hub.
+    from azure.iot.device import IoTHubDeviceClient, Message
+
+    dev = make_device(hub, "pi-tunnel")
+    with sdk_client(dev, IoTHubDeviceClient) as client:
+        client.connect()
+        client.send_message(Message("through"))
+    assert [e.body for e in hub.event_log.read_after(0)] == [b"through"]
+
+
+def _recv_or_empty(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(65536)
+    except ConnectionResetError:
+        return b""

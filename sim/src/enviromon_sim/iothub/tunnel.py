@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
+HEADER_TIMEOUT_S = 10.0  # the whole CONNECT request must arrive within this
+
 
 async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
     try:
@@ -78,7 +80,7 @@ class Tunnel:
             self._tasks.discard(task)
 
     async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEADER_TIMEOUT_S)
         if not head.startswith(b"CONNECT "):
             writer.write(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
             await writer.drain()
