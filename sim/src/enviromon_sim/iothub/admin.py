@@ -42,6 +42,7 @@ from enviromon_sim.iothub.twins import parse_patch
 
 if TYPE_CHECKING:
     from enviromon_sim.iothub.hub import Hub
+    from enviromon_sim.iothub.server import HubCore
 
 MAX_BODY = 64 * 1024
 HUB_KEY: web.AppKey[Hub] = web.AppKey("hub")
@@ -103,7 +104,7 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _core(request: web.Request) -> Any:
+def _core(request: web.Request) -> HubCore:
     hub = request.app[HUB_KEY]
     if hub.core is None:
         raise DeviceNotConnectedError("hub MQTT side is restarting")
