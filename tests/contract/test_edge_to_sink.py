@@ -1,0 +1,96 @@
+"""The contract across parts: whatever the edge pipeline sends, the sink reads back unchanged."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jsonschema
+import pytest
+from enviro_sensor.airquality import AirQuality
+from enviro_sensor.config import ModuleConfig
+from enviro_sensor.message import pack
+from enviro_sensor.pipeline import Pipeline
+from enviro_sensor.reading import RawReading
+from enviromon_sink.events import InboundEvent
+from enviromon_sink.normalise import normalise
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.edge.pipeline_doubles import FakeClock
+
+SCHEMA = json.loads(
+    (Path(__file__).resolve().parents[2] / "contract/telemetry-v1.schema.json").read_text()
+)
+
+# Anything a sensor driver could hand over, including values no real chip would give.
+wild = st.floats(allow_nan=True, allow_infinity=True, width=64)
+raw_readings = st.builds(
+    RawReading,
+    temperature=st.one_of(st.floats(-45, 90), wild),
+    humidity=st.one_of(st.floats(-5, 105), wild),
+    pressure=st.one_of(st.floats(290, 1110), wild),
+    gas_resistance=st.one_of(st.none(), st.floats(0, 2e8), wild),
+    heat_stable=st.booleans(),
+    source=st.sampled_from(["bme680", "simulated"]),
+)
+
+
+def _pipeline(tmp: Path) -> Pipeline:
+    return Pipeline(
+        device_id="pi-kitchen",
+        config=ModuleConfig(),
+        air_quality=AirQuality(source="bme680", state_path=tmp / "baseline.json"),
+        clock=FakeClock(),
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=st.lists(raw_readings, min_size=1, max_size=5), packed=st.booleans())
+def test_every_edge_message_is_valid_and_read_back_unchanged(
+    tmp_path_factory: pytest.TempPathFactory, batch: list[RawReading], packed: bool
+) -> None:
+    """Edge output validates against the schema; the sink keeps its boot, seq, values and flags."""
+    tmp = tmp_path_factory.mktemp("edge")
+    pipeline = _pipeline(tmp)
+    readings = [pipeline.process(raw) for raw in batch]
+    messages = (
+        [pack(readings, as_array=True)] if packed else [pack([r], as_array=False) for r in readings]
+    )
+
+    accepted = []
+    for message in messages:
+        jsonschema.validate(json.loads(message.body), SCHEMA)
+        event = InboundEvent(
+            body=message.body,
+            device_id="pi-7",  # the hub's id; the body's deviceId is only a label
+            properties=message.properties,
+            enqueued_time=datetime(2026, 11, 25, 3, 21, tzinfo=UTC),
+            sequence_number=1,
+            message_id=message.message_id,
+        )
+        accepted.extend(normalise(event, temperature_alert=None))
+
+    assert len(accepted) == len(readings)
+    for sent, got in zip(readings, accepted, strict=True):
+        payload = sent.payload
+        assert got.device_id == "pi-7"
+        assert got.label == "pi-kitchen"
+        assert (got.boot, got.seq, got.source) == (
+            payload["boot"],
+            payload["seq"],
+            payload["source"],
+        )
+        assert got.calibration == payload["calibration"]
+        assert set(payload["flags"]) <= set(got.flags)
+        assert got.ts == datetime.fromisoformat(payload["ts"].replace("Z", "+00:00"))
+        for key in ("temperature", "humidity", "pressure", "gasResistance", "iaq"):
+            value = got.values.get(key)
+            assert value == payload[key], key
+            assert value is None or math.isfinite(value)
+        # The alert the edge raised travels as the temperatureAlert property.
+        # The edge's alert travels as the message's temperatureAlert property, so in a packed
+        # message it marks every reading in it.
+        assert got.alert == (any(r.alert for r in readings) if packed else sent.alert)
