@@ -39,21 +39,7 @@ def test_schema_is_valid_and_matches_metric_ranges() -> None:
 def test_design_example_validates() -> None:
     """The example message in the design brief is a valid schema-1 message, alone or packed."""
     schema = json.loads((CANONICAL / "telemetry-v1.schema.json").read_text())
-    example = {
-        "schema": 1,
-        "deviceId": "pi-kitchen",
-        "boot": "3f2a9c1e",
-        "seq": 42,
-        "ts": "2026-11-25T03:20:00.123Z",
-        "source": "bme680",
-        "temperature": 21.4,
-        "humidity": 45.2,
-        "pressure": 1012.8,
-        "gasResistance": 152000,
-        "iaq": 87.5,
-        "calibration": 3,
-        "flags": [],
-    }
+    example = json.loads((CANONICAL / "examples/reading-v1.json").read_text())
     jsonschema.validate(example, schema)
     jsonschema.validate([example, {**example, "seq": 43}], schema)
     for bad in (

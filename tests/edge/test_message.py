@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from enviro_sensor.message import (
@@ -32,10 +33,10 @@ VALUES = {
 
 
 # Verbatim from /work/shared/DESIGN.md, "Telemetry message, version 1".
-DESIGN_EXAMPLE = """{"schema": 1, "deviceId": "pi-kitchen", "boot": "3f2a9c1e", "seq": 42,
- "ts": "2026-11-25T03:20:00.123Z", "source": "bme680",
- "temperature": 21.4, "humidity": 45.2, "pressure": 1012.8,
- "gasResistance": 152000, "iaq": 87.5, "calibration": 3, "flags": []}"""
+# DESIGN's example message, kept with the contract (in DESIGN's key order).
+DESIGN_EXAMPLE = (
+    Path(__file__).resolve().parents[2] / "contract/examples/reading-v1.json"
+).read_text()
 
 
 def reading(seq: int = 42, *, alert: bool = False, flags: list[str] | None = None) -> Reading:
@@ -55,21 +56,7 @@ def reading(seq: int = 42, *, alert: bool = False, flags: list[str] | None = Non
 def test_reading_is_design_example() -> None:
     """The envelope is DESIGN's example, key for key and in order, and it validates."""
     payload = reading().payload
-    assert payload == {
-        "schema": 1,
-        "deviceId": "pi-kitchen",
-        "boot": "3f2a9c1e",
-        "seq": 42,
-        "ts": "2026-11-25T03:20:00.123Z",
-        "source": "bme680",
-        "temperature": 21.4,
-        "humidity": 45.2,
-        "pressure": 1012.8,
-        "gasResistance": 152000,
-        "iaq": 87.5,
-        "calibration": 3,
-        "flags": [],
-    }
+    assert payload == json.loads(DESIGN_EXAMPLE)
     # Key order too (dict equality ignores it): the encoded body is DESIGN's example, compacted.
     assert list(payload) == list(json.loads(DESIGN_EXAMPLE))
     assert encode(payload) == json.dumps(
