@@ -37,7 +37,7 @@ def test_schema_is_valid_and_matches_metric_ranges() -> None:
 
 
 def test_design_example_validates() -> None:
-    """The example message in the design brief is a valid schema-1 message, alone or packed."""
+    """The example message in docs/contract.md is a valid schema-1 message, alone or packed."""
     schema = json.loads((CANONICAL / "telemetry-v1.schema.json").read_text())
     example = json.loads((CANONICAL / "examples/reading-v1.json").read_text())
     jsonschema.validate(example, schema)

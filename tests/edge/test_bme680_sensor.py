@@ -412,7 +412,7 @@ def test_reads_from_two_threads_never_interleave_on_the_bus() -> None:
 
 
 def test_measurement_time_follows_bosch_formula() -> None:
-    """183 ms for the defaults (the DESIGN's ~185 ms); longer heaters and oversampling add."""
+    """183 ms for the defaults (docs/contract.md: ~185 ms); longer heaters and oversampling add."""
     assert measurement_seconds(SensorSettings()) == pytest.approx(0.183)
     assert measurement_seconds(SensorSettings(heater_duration=1000)) == pytest.approx(1.033)
     assert measurement_seconds(

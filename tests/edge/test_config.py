@@ -36,7 +36,7 @@ FULL = {
 
 
 def test_defaults_match_design() -> None:
-    """The defaults are DESIGN's twin example, version 0."""
+    """The defaults are docs/contract.md's twin example, version 0."""
     config = ModuleConfig()
     desired = config.to_desired()
     assert desired == {

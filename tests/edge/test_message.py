@@ -32,9 +32,8 @@ VALUES = {
 }
 
 
-# Verbatim from /work/shared/DESIGN.md, "Telemetry message, version 1".
-# DESIGN's example message, kept with the contract (in DESIGN's key order).
-DESIGN_EXAMPLE = (
+# The example message of docs/contract.md, kept with the contract.
+CONTRACT_EXAMPLE = (
     Path(__file__).resolve().parents[2] / "contract/examples/reading-v1.json"
 ).read_text()
 
@@ -54,13 +53,13 @@ def reading(seq: int = 42, *, alert: bool = False, flags: list[str] | None = Non
 
 
 def test_reading_is_design_example() -> None:
-    """The envelope is DESIGN's example, key for key and in order, and it validates."""
+    """The envelope is docs/contract.md's example, key for key and in order, and it validates."""
     payload = reading().payload
-    assert payload == json.loads(DESIGN_EXAMPLE)
-    # Key order too (dict equality ignores it): the encoded body is DESIGN's example, compacted.
-    assert list(payload) == list(json.loads(DESIGN_EXAMPLE))
+    assert payload == json.loads(CONTRACT_EXAMPLE)
+    # Key order too (dict equality ignores it): the encoded body is the example, compacted.
+    assert list(payload) == list(json.loads(CONTRACT_EXAMPLE))
     assert encode(payload) == json.dumps(
-        json.loads(DESIGN_EXAMPLE), separators=(",", ":"), ensure_ascii=False
+        json.loads(CONTRACT_EXAMPLE), separators=(",", ":"), ensure_ascii=False
     ).encode("utf-8")
     assert_valid(payload)
 

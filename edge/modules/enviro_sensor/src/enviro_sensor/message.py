@@ -120,7 +120,7 @@ def build_reading(
         "ts": format_ts(ts),
         "source": source,
     }
-    # The metrics table names the value keys, in its order (DESIGN's order).
+    # The metrics table names the value keys, in its order (docs/contract.md's example's).
     for m in edge_metrics():
         payload[m.key] = values.get(m.key)
     payload["calibration"] = calibration
