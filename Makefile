@@ -1,5 +1,5 @@
 # The commands users type. Each one sets up what it needs first.
-#   make demo   the pipeline with the simulated sensor
+#   make demo   the whole pipeline on this machine (simulated Pis → … → dashboard)
 #   make test   the whole suite
 #   make bench  benchmarks, one name=value figure per line
 #   make check  ruff and mypy
@@ -17,7 +17,7 @@ PIP         := $(PY) -m pip --disable-pip-version-check --quiet
 .PHONY: help venv node test demo bench check contract clean
 
 help:
-	@echo "make demo   - run the edge pipeline with the simulated sensor"
+	@echo "make demo   - run the whole pipeline locally (DEMO_ARGS=..., ENVIROMON_DEVICES=N)"
 	@echo "make test   - set up .venv and node_modules, run the whole suite"
 	@echo "make bench  - run the benchmarks (name=value lines)"
 	@echo "make check  - ruff and mypy"
@@ -46,8 +46,9 @@ node: $(NODE_STAMP)
 test: venv node
 	$(PY) -m pytest
 
-demo: venv
-	$(VENV)/bin/enviro-sensor --sensor simulated --count 0 --interval 2 --print
+# Services, then simulated Pis, until Ctrl-C (docs/demo.md). DEMO_ARGS: e.g. --api-port 7072.
+demo: venv node
+	$(VENV)/bin/enviromon demo $(DEMO_ARGS)
 
 bench: venv node
 	$(PY) bench/run.py

@@ -1,30 +1,31 @@
 """Azurite (Microsoft's Azure Storage emulator, from npm) for Tables, one per test session.
 
-Started as ``node node_modules/azurite/dist/src/table/main.js`` directly (npx would orphan the
-child on SIGTERM), in memory, on a free port on 127.0.0.1. If ``AZURE_TABLES_CONNECTION_STRING``
-is set, the same tests run against that account instead and nothing is started.
+Started by the same code ``enviromon demo`` uses (``enviromon_sim.demo.azurite``: ``node
+…/azurite/dist/src/table/main.js`` directly, never npx), in memory, on a free port on 127.0.0.1.
+If ``AZURE_TABLES_CONNECTION_STRING`` is set, the same tests run against that account instead
+and nothing is started.
 """
 
 from __future__ import annotations
 
-import http.client
 import os
 import re
 import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from enviromon_sim.demo import azurite as _azurite
+from enviromon_sim.demo.azurite import DEV_ACCOUNT, DEV_KEY, connection_string
+from enviromon_sim.demo.children import Child, stop_all
+from enviromon_sim.demo.errors import ServiceFailedError
 
 ROOT = Path(__file__).resolve().parents[2]
-AZURITE_TABLE = ROOT / "node_modules" / "azurite" / "dist" / "src" / "table" / "main.js"
-# Azurite's documented, public development account: not a secret.
-DEV_ACCOUNT = "devstoreaccount1"
-DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+AZURITE_TABLE = _azurite.table_main(ROOT)
 START_TIMEOUT_S = 30.0
+
+__all__ = ["DEV_ACCOUNT", "DEV_KEY", "Azurite", "connection_string", "free_port"]
 
 
 def free_port() -> int:
@@ -32,14 +33,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def connection_string(port: int) -> str:
-    """The connection string of the dev account on a local Azurite Tables port."""
-    return (
-        f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
-        f"TableEndpoint=http://127.0.0.1:{port}/{DEV_ACCOUNT};"
-    )
 
 
 _LOCAL_ENDPOINT = re.compile(r"TableEndpoint=http://127\.0\.0\.1:(\d+)/")
@@ -63,63 +56,32 @@ def with_table_port(conn: str, port: int) -> str:
 
 
 class Azurite:
-    """A running Azurite Tables process."""
+    """A running Azurite Tables process (the demo's starter, with the same readiness check)."""
 
     def __init__(self, workdir: Path) -> None:
         self.port = free_port()
         self.workdir = workdir
-        self.log = (workdir / "azurite.log").open("wb")
-        self.proc = subprocess.Popen(
-            [
-                "node",
-                str(AZURITE_TABLE),
-                "--tableHost",
-                "127.0.0.1",
-                "--tablePort",
-                str(self.port),
-                "--inMemoryPersistence",
-                "--skipApiVersionCheck",
-                "--disableProductStyleUrl",
-                "--disableTelemetry",
-                "--silent",
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+        self.child = Child(
+            name="azurite",
+            argv=_azurite.command(AZURITE_TABLE, port=self.port, location=None),
+            log_path=workdir / "azurite.log",
             cwd=workdir,
         )
-        self._wait_ready()
+        self.child.start()
+        try:
+            self.child.wait_ready(
+                lambda: _azurite.answers(self.port), timeout=START_TIMEOUT_S, what="answering HTTP"
+            )
+        except ServiceFailedError:
+            self.stop()
+            raise
 
     @property
     def connection_string(self) -> str:
         return connection_string(self.port)
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                code = self.proc.returncode
-                raise RuntimeError(f"azurite exited with {code}; see {self.log.name}")
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1.0)
-            try:
-                conn.request("GET", f"/{DEV_ACCOUNT}/Tables")
-                conn.getresponse().read()  # any HTTP answer (403 unsigned) means it is up
-                return
-            except OSError:
-                time.sleep(0.1)
-            finally:
-                conn.close()
-        self.stop()
-        raise RuntimeError(f"azurite did not listen on {self.port} within {START_TIMEOUT_S}s")
-
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.log.close()
+        stop_all([self.child], grace=10)
 
 
 @pytest.fixture(scope="session")

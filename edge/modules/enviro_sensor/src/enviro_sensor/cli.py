@@ -49,7 +49,7 @@ examples:
     enviro-sensor --sensor bme680 --count 3 --print
   the sensor answers at 0x77 (Adafruit boards, or Pimoroni's address jumper cut):
     enviro-sensor --sensor bme680 --address 0x77 --count 3 --print
-  no hardware: simulated readings, every 2 s until Ctrl-C (what `make demo` runs):
+  no hardware: simulated readings, every 2 s until Ctrl-C:
     enviro-sensor --sensor simulated --count 0 --interval 2 --print
 
 The configuration (telemetry interval, calibration, alert threshold) comes from ENVIRO_*
