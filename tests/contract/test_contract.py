@@ -16,7 +16,9 @@ COPIES = [
 
 
 @pytest.mark.parametrize("copy", COPIES, ids=lambda p: str(p.relative_to(ROOT)))
-@pytest.mark.parametrize("name", ["metrics.json", "telemetry-v1.schema.json"])
+@pytest.mark.parametrize(
+    "name", ["metrics.json", "telemetry-v1.schema.json", "twin-desired-v1.schema.json"]
+)
 def test_copies_match_canonical(copy: Path, name: str) -> None:
     """Every part ships the canonical contract unchanged (run `make contract` after an edit)."""
     assert (copy / name).read_bytes() == (CANONICAL / name).read_bytes()

@@ -339,3 +339,100 @@ def test_refused_patch_changes_nothing(tmp_path: Path, patch: dict[str, Any]) ->
     assert -40 <= new.temperature_high <= 85
     assert store.load(ModuleConfig()) == new
     assert json.loads(path.read_bytes())["desired"] == new.to_desired()
+
+
+# --- the desired document as a JSON Schema ------------------------------------------------
+
+
+def _schema_defaults(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """The document the schema's own ``default``s describe (absent keys are not defaults)."""
+    if "$ref" in node:
+        target = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+        node = {**target, **node, "properties": target.get("properties", {})}
+    out: dict[str, Any] = {}
+    for key, sub in node.get("properties", {}).items():
+        if "default" in sub:
+            out[key] = sub["default"]
+        elif "properties" in sub or "$ref" in sub:
+            out[key] = _schema_defaults(schema, sub)
+    return out
+
+
+def test_schema_defaults_are_the_dataclass_defaults() -> None:
+    """The schema's defaults (for operators and the deployment template) are the module's."""
+    from enviro_sensor.config import desired_schema
+
+    schema = desired_schema()
+    defaults = _schema_defaults(schema, schema)
+    expected = ModuleConfig().to_desired()
+    del expected["$version"]
+    assert defaults == expected
+
+
+def test_schema_is_the_contract_and_matches_the_metrics_table() -> None:
+    """The shipped schema is contract/'s, a valid 2020-12 schema, its ranges from metrics.json."""
+    import jsonschema
+    from enviro_sensor.config import desired_schema
+    from enviro_sensor.metrics import metric
+
+    root = Path(__file__).resolve().parents[2]
+    canonical = json.loads((root / "contract/twin-desired-v1.schema.json").read_text("utf-8"))
+    assert desired_schema() == canonical
+    jsonschema.Draft202012Validator.check_schema(canonical)
+    cal = canonical["properties"]["calibration"]["properties"]
+    for key in ("temperature", "humidity", "pressure"):
+        m = metric(key)
+        span = m.max - m.min
+        assert cal[key]["properties"]["intercept"]["minimum"] == -span, key
+        assert cal[key]["properties"]["intercept"]["maximum"] == span, key
+    high = canonical["properties"]["alerts"]["properties"]["temperatureHigh"]
+    assert (high["minimum"], high["maximum"]) == (
+        metric("temperature").min,
+        metric("temperature").max,
+    )
+    jsonschema.validate(FULL, canonical)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**FULL, "telemetryInterval": 0}, canonical)
+
+
+def test_full_document_on_a_base_is_apply_patch() -> None:
+    """A whole desired document replaces what it names; a deleted property is back to default."""
+    base = ModuleConfig().apply_patch(FULL)
+    doc = {"telemetryInterval": 20, "$version": 9}
+    assert ModuleConfig().apply_patch(doc) == ModuleConfig.from_desired(doc)
+    fresh = ModuleConfig.from_desired(doc)
+    assert fresh.led_enabled is True and fresh.calibration == ModuleConfig().calibration
+    assert base.apply_patch(doc).led_enabled is False  # a patch keeps what it does not name
+
+
+def test_altitude_is_optional_and_checked() -> None:
+    """altitude (m) is absent by default, set by a patch, removed by null, range-checked."""
+    assert "altitude" not in ModuleConfig().to_desired()
+    high = ModuleConfig().apply_patch({"altitude": 350})
+    assert high.altitude == 350.0 and high.to_desired()["altitude"] == 350.0
+    assert high.apply_patch({"altitude": None}).altitude is None
+    with pytest.raises(ConfigError, match=r"altitude: must be -500\.\.9000 m"):
+        ModuleConfig().apply_patch({"altitude": 12000})
+    assert ModuleConfig.from_env({"ENVIRO_ALTITUDE": "120.5"}).altitude == 120.5
+
+
+def test_env_problems_are_named_by_variable_all_at_once() -> None:
+    """Every bad twin-field variable is named by its variable name, in one error."""
+    with pytest.raises(ConfigError) as info:
+        ModuleConfig.from_env(
+            {
+                "ENVIRO_TELEMETRY_INTERVAL": "0",
+                "ENVIRO_LED_ENABLED": "maybe",
+                "ENVIRO_HUMIDITY_SLOPE": "-2",
+                "ENVIRO_READINGS_PER_MESSAGE": "1.5",
+            }
+        )
+    problems = info.value.problems
+    assert len(problems) == 4
+    for name in (
+        "ENVIRO_TELEMETRY_INTERVAL",
+        "ENVIRO_LED_ENABLED",
+        "ENVIRO_HUMIDITY_SLOPE",
+        "ENVIRO_READINGS_PER_MESSAGE",
+    ):
+        assert sum(p.startswith(name) for p in problems) == 1, name

@@ -1,8 +1,10 @@
 """Module configuration: a frozen, validated dataclass from the environment, CLI or module twin.
 
-The twin's desired properties have this shape (every key optional in a patch)::
+The twin's desired properties are described once, as a JSON Schema:
+``contract/twin-desired-v1.schema.json`` (the package ships a copy). Their shape (every key
+optional)::
 
-    {"telemetryInterval": 10, "readingsPerMessage": 1,
+    {"telemetryInterval": 10, "readingsPerMessage": 1, "altitude": 230,
      "calibration": {"temperature": {"slope": 1.0, "intercept": 0.0},
                      "humidity": {"slope": 1.0, "intercept": 0.0},
                      "pressure": {"slope": 1.0, "intercept": 0.0},
@@ -10,46 +12,16 @@ The twin's desired properties have this shape (every key optional in a patch)::
      "alerts": {"temperatureHigh": 30.0}, "led": {"enabled": true},
      "$version": 3}
 
-A patch is validated as a whole: one bad field raises :class:`ConfigError` naming the field and
-the reason, and nothing changes. A ``null`` value resets that field to its default (in a twin,
-null removes a property). Keys starting with ``$`` other than ``$version`` are ignored (the hub
-adds ``$metadata``); any other unknown key is refused, so a typo never goes unnoticed.
+Applying a patch: the patch is merged onto the config in force the JSON Merge Patch way
+(RFC 7396: an object merges key by key, a ``null`` removes the property, so it goes back to its
+default, anything else replaces), and the result is validated against the schema with
+``jsonschema``. One bad field refuses the patch as a whole, and :class:`ConfigError` names every
+bad field and why, at once; nothing changes. Keys starting with ``$`` other than ``$version``
+are dropped first (the hub adds ``$metadata``); any other unknown key is refused, so a typo never
+goes unnoticed. A full desired document is a patch like any other: ``base.apply_patch(doc)``.
 
-Environment variables (read by :meth:`ModuleConfig.from_env`; each is optional):
-
-=============================================  =======================================  =======
-variable                                       twin field                               default
-=============================================  =======================================  =======
-``ENVIRO_TELEMETRY_INTERVAL``                  ``telemetryInterval`` (s, 0.5…86400)     10
-``ENVIRO_READINGS_PER_MESSAGE``                ``readingsPerMessage`` (1…500)           1
-``ENVIRO_TEMPERATURE_SLOPE`` / ``_INTERCEPT``  ``calibration.temperature``              1 / 0
-``ENVIRO_HUMIDITY_SLOPE`` / ``_INTERCEPT``     ``calibration.humidity``                 1 / 0
-``ENVIRO_PRESSURE_SLOPE`` / ``_INTERCEPT``     ``calibration.pressure``                 1 / 0
-``ENVIRO_CPU_COMPENSATION``                    ``calibration.cpuCompensation.enabled``  false
-``ENVIRO_CPU_COMPENSATION_FACTOR``             ``calibration.cpuCompensation.factor``   2.25
-``ENVIRO_TEMPERATURE_HIGH``                    ``alerts.temperatureHigh`` (°C)          30
-``ENVIRO_LED_ENABLED``                         ``led.enabled``                          true
-=============================================  =======================================  =======
-
-The sensor's start-up settings come from the environment too, read by
-:meth:`enviro_sensor.sensors.SensorSettings.from_env` (the ``enviro-sensor`` options win over
-them). They are deliberately not twin fields: the gas resistance, and so the air-quality baseline,
-depends on the heater profile, so changing it means re-initialising the chip and burning in
-again; a deployment change (which restarts the module) is the safe way to do that.
-
-=============================  =========================================  ==================
-variable                       setting (command-line option)              default
-=============================  =========================================  ==================
-``ENVIRO_SENSOR``              auto | bme680 | simulated (--sensor)       auto
-``ENVIRO_I2C_BUS``             /dev/i2c-N (--bus)                         1
-``ENVIRO_I2C_ADDRESS``         0x76 or 0x77 (--address)                   probe both
-``ENVIRO_HEATER_TEMPERATURE``  °C, 200…400 (--heater-temp)                320
-``ENVIRO_HEATER_DURATION``     ms, 1…4032 (--heater-ms)                   150
-``ENVIRO_OVERSAMPLING``        T,H,P, each 0/1/2/4/8/16 (--oversampling)  8,2,4
-``ENVIRO_FILTER_SIZE``         0/1/3/7/15/31/63/127 (--filter)            3
-``ENVIRO_READ_RETRIES``        0…20 (--read-retries)                      3
-``ENVIRO_SIMULATED_SEED``      integer (--seed)                           from the device id
-=============================  =========================================  ==================
+The environment variables that set twin fields are listed in :mod:`enviro_sensor.envvars` (and
+docs/edge.md); :meth:`ModuleConfig.from_env` reads them.
 
 The last good configuration is persisted by :class:`ConfigStore` (atomically: a temporary file,
 then ``os.replace``), so a restart without a network still calibrates.
@@ -62,23 +34,23 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+import jsonschema
+
+from .envvars import twin_variables
 from .errors import ConfigError
-from .metrics import calibrated_keys, metric
+from .metrics import calibrated_keys, read_contract
 
 log = logging.getLogger(__name__)
 
-MIN_INTERVAL_S = 0.5
-MAX_INTERVAL_S = 86_400.0
-MAX_READINGS_PER_MESSAGE = 500  # the schema's maxItems for a packed body
-MAX_SLOPE = 10.0
-MIN_CPU_FACTOR = 0.1
-MAX_CPU_FACTOR = 100.0
+DESIRED_SCHEMA = "twin-desired-v1.schema.json"
 STORE_FORMAT = 1
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -118,8 +90,22 @@ class Calibration:
 
 
 @dataclass(frozen=True, slots=True)
+class Problem:
+    """One reason a configuration was refused: the field (dotted twin path) and why."""
+
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
 class ModuleConfig:
-    """The module's validated configuration. Build it with the class methods, not by hand.
+    """The module's validated configuration.
+
+    Build it with :meth:`apply_patch` / :meth:`from_env`; direct construction is checked against
+    the same schema.
 
     Attributes:
         telemetry_interval: seconds between readings.
@@ -127,6 +113,8 @@ class ModuleConfig:
         calibration: slope/intercept per quantity and CPU-heat compensation.
         temperature_high: °C at or above which a reading raises the temperature alert.
         led_enabled: whether the status LED is driven.
+        altitude: metres above sea level, or None; when set, readings carry the derived
+            sea-level pressure.
         version: the twin ``$version`` of the configuration applied (0 = none); it travels in
             every message as ``calibration``.
     """
@@ -136,385 +124,292 @@ class ModuleConfig:
     calibration: Calibration = field(default_factory=Calibration)
     temperature_high: float = 30.0
     led_enabled: bool = True
+    altitude: float | None = None
     version: int = 0
 
     def __post_init__(self) -> None:
-        # Direct construction is checked too: the same rules as a patch.
-        problems = _check(self)
+        problems = check_desired(self.to_desired())
         if problems:
-            raise ConfigError("; ".join(problems))
+            raise ConfigError(
+                "; ".join(str(p) for p in problems), problems=[str(p) for p in problems]
+            )
 
     def apply_patch(self, patch: Mapping[str, Any]) -> ModuleConfig:
-        """A new config with a twin desired patch applied; ``self`` is never changed.
+        """A new config with a twin desired patch (or a whole desired document) applied.
+
+        ``self`` is never changed.
 
         Raises:
             ConfigError: any field is unknown, of the wrong type or out of range; the message
                 names every bad field and why.
         """
         if not isinstance(patch, Mapping):
-            raise ConfigError(f"desired properties: expected an object, got {_type(patch)}")
-        problems: list[str] = []
-        merged = _merge(self, patch, problems)
-        # A field of the wrong type kept its current value in ``merged``, so the range checks
-        # still mean something and the message lists every problem at once.
-        problems.extend(_check(merged))
+            raise ConfigError(f"desired properties: expected an object, got {_json_type(patch)}")
+        merged = merge_patch(self.to_desired(), _without_metadata(patch))
+        if "$version" in patch:
+            # Not merge semantics: a null $version is an error, not "back to 0".
+            merged["$version"] = patch["$version"]
+        problems = check_desired(merged)
         if problems:
-            raise ConfigError("config refused: " + "; ".join(problems))
-        return merged
+            raise ConfigError(
+                "config refused: " + "; ".join(str(p) for p in problems),
+                problems=[str(p) for p in problems],
+            )
+        return ModuleConfig.from_desired(merged)
 
     def to_desired(self) -> dict[str, Any]:
         """The config in the twin's desired shape (with ``$version``)."""
         cal = self.calibration
+        calibration: dict[str, Any] = {
+            key: {"slope": cal.linear(key).slope, "intercept": cal.linear(key).intercept}
+            for key in calibrated_keys()
+        }
+        calibration["cpuCompensation"] = {
+            "enabled": cal.cpu_compensation.enabled,
+            "factor": cal.cpu_compensation.factor,
+        }
         out: dict[str, Any] = {
             "telemetryInterval": self.telemetry_interval,
             "readingsPerMessage": self.readings_per_message,
-            "calibration": {
-                key: {"slope": cal.linear(key).slope, "intercept": cal.linear(key).intercept}
-                for key in calibrated_keys()
-            },
+            "calibration": calibration,
             "alerts": {"temperatureHigh": self.temperature_high},
             "led": {"enabled": self.led_enabled},
             "$version": self.version,
         }
-        out["calibration"]["cpuCompensation"] = {
-            "enabled": cal.cpu_compensation.enabled,
-            "factor": cal.cpu_compensation.factor,
-        }
+        if self.altitude is not None:
+            out["altitude"] = self.altitude
         return out
+
+    @classmethod
+    def from_desired(cls, document: Mapping[str, Any]) -> ModuleConfig:
+        """The config a whole desired document describes; absent fields take their defaults.
+
+        Raises:
+            ConfigError: the document does not validate (every problem named).
+        """
+        problems = check_desired(document)
+        if problems:
+            raise ConfigError(
+                "config refused: " + "; ".join(str(p) for p in problems),
+                problems=[str(p) for p in problems],
+            )
+        cal = document.get("calibration", {})
+
+        def linear(key: str) -> Linear:
+            item, base = cal.get(key, {}), Linear()
+            return Linear(
+                slope=float(item.get("slope", base.slope)),
+                intercept=float(item.get("intercept", base.intercept)),
+            )
+
+        comp, base_comp = cal.get("cpuCompensation", {}), CpuCompensation()
+        defaults = cls()
+        altitude = document.get("altitude")
+        return cls(
+            telemetry_interval=float(
+                document.get("telemetryInterval", defaults.telemetry_interval)
+            ),
+            readings_per_message=int(
+                document.get("readingsPerMessage", defaults.readings_per_message)
+            ),
+            calibration=Calibration(
+                temperature=linear("temperature"),
+                humidity=linear("humidity"),
+                pressure=linear("pressure"),
+                cpu_compensation=CpuCompensation(
+                    enabled=bool(comp.get("enabled", base_comp.enabled)),
+                    factor=float(comp.get("factor", base_comp.factor)),
+                ),
+            ),
+            temperature_high=float(
+                document.get("alerts", {}).get("temperatureHigh", defaults.temperature_high)
+            ),
+            led_enabled=bool(document.get("led", {}).get("enabled", defaults.led_enabled)),
+            altitude=None if altitude is None else float(altitude),
+            version=int(document.get("$version", defaults.version)),
+        )
 
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str] | None = None, *, base: ModuleConfig | None = None
     ) -> ModuleConfig:
-        """``base`` (default: the defaults) with the ``ENVIRO_*`` variables applied.
+        """``base`` (default: the defaults) with the ``ENVIRO_*`` twin-field variables applied.
 
         Raises:
-            ConfigError: a variable does not parse or is out of range (named in the message).
+            ConfigError: naming every variable that does not parse or is out of range.
         """
         env = os.environ if environ is None else environ
         patch: dict[str, Any] = {}
         problems: list[str] = []
-
-        def put(var: str, path: tuple[str, ...], kind: str) -> None:
-            raw = env.get(var)
-            if raw is None or raw.strip() == "":
-                return
-            value: Any
-            text = raw.strip()
-            if kind == "bool":
-                if text.lower() in _TRUE:
-                    value = True
-                elif text.lower() in _FALSE:
-                    value = False
-                else:
-                    problems.append(f"{var}: expected true/false, got {text!r}")
-                    return
-            else:
-                try:
-                    value = int(text) if kind == "int" else float(text)
-                except ValueError:
-                    problems.append(f"{var}: expected a number, got {text!r}")
-                    return
+        by_field: dict[str, str] = {}
+        for var in twin_variables():
+            assert var.field is not None
+            by_field[var.field] = var.name
+            text = env.get(var.name, "").strip()
+            if not text:
+                continue
+            try:
+                value = _parse_env(text, var.kind)
+            except ValueError as exc:
+                problems.append(f"{var.name}: {exc}")
+                continue
             node = patch
-            for part in path[:-1]:
+            *parents, leaf = var.field.split(".")
+            for part in parents:
                 node = node.setdefault(part, {})
-            node[path[-1]] = value
-
-        put("ENVIRO_TELEMETRY_INTERVAL", ("telemetryInterval",), "float")
-        put("ENVIRO_READINGS_PER_MESSAGE", ("readingsPerMessage",), "int")
-        for key in calibrated_keys():
-            upper = _env_name(key)
-            put(f"ENVIRO_{upper}_SLOPE", ("calibration", key, "slope"), "float")
-            put(f"ENVIRO_{upper}_INTERCEPT", ("calibration", key, "intercept"), "float")
-        put("ENVIRO_CPU_COMPENSATION", ("calibration", "cpuCompensation", "enabled"), "bool")
-        put("ENVIRO_CPU_COMPENSATION_FACTOR", ("calibration", "cpuCompensation", "factor"), "float")
-        put("ENVIRO_TEMPERATURE_HIGH", ("alerts", "temperatureHigh"), "float")
-        put("ENVIRO_LED_ENABLED", ("led", "enabled"), "bool")
-        if problems:
-            raise ConfigError("environment refused: " + "; ".join(problems))
+            node[leaf] = value
         start = base if base is not None else cls()
-        try:
-            return start.apply_patch(patch)
-        except ConfigError as exc:
-            raise ConfigError(f"environment refused: {exc}") from exc
+        merged = merge_patch(start.to_desired(), patch)
+        for problem in check_desired(merged):
+            name = by_field.get(problem.field)
+            label = f"{name} ({problem.field})" if name else problem.field
+            problems.append(f"{label}: {problem.reason}")
+        if problems:
+            raise ConfigError("environment refused: " + "; ".join(problems), problems=problems)
+        return cls.from_desired(merged)
 
 
-def _env_name(key: str) -> str:
-    out = "".join(f"_{c}" if c.isupper() else c for c in key)
-    return out.upper()
+def _parse_env(text: str, kind: str) -> Any:
+    if kind == "boolean":
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError(f"expected true/false, got {text!r}")
+    try:
+        return int(text) if kind == "integer" else float(text)
+    except ValueError:
+        what = "a whole number" if kind == "integer" else "a number"
+        raise ValueError(f"expected {what}, got {text!r}") from None
 
 
-def _type(value: object) -> str:
-    return "null" if value is None else type(value).__name__
+# -- the schema and what its errors say ---------------------------------------------------------
 
 
-def _number(value: object, name: str, problems: list[str]) -> float | None:
-    # bool is an int subclass in Python, but true is not a number in a twin.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        problems.append(f"{name}: expected a number, got {_type(value)}")
-        return None
-    number = float(value)
-    if not math.isfinite(number):
-        problems.append(f"{name}: must be finite, got {value!r}")
-        return None
-    return number
+@cache
+def desired_schema() -> dict[str, Any]:
+    """The module twin's desired-properties JSON Schema (Draft 2020-12)."""
+    schema: dict[str, Any] = read_contract(DESIRED_SCHEMA)
+    return schema
 
 
-def _integer(value: object, name: str, problems: list[str]) -> int | None:
-    if isinstance(value, bool):
-        problems.append(f"{name}: expected an integer, got bool")
-        return None
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if not isinstance(value, int):
-        problems.append(f"{name}: expected an integer, got {_type(value)}")
-        return None
-    return value
+@cache
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(desired_schema())
 
 
-def _boolean(value: object, name: str, problems: list[str]) -> bool | None:
-    if not isinstance(value, bool):
-        problems.append(f"{name}: expected true or false, got {_type(value)}")
-        return None
-    return value
+def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7396 JSON Merge Patch: objects merge key by key, null removes, the rest replaces.
 
-
-def _section(value: object, name: str, problems: list[str]) -> Mapping[str, Any] | None:
-    if not isinstance(value, Mapping):
-        problems.append(f"{name}: expected an object, got {_type(value)}")
-        return None
-    return value
-
-
-def _unknown(section: Mapping[str, Any], known: set[str], prefix: str, problems: list[str]) -> None:
-    for key in section:
-        if not isinstance(key, str):
-            problems.append(f"{prefix}{key!r}: unknown field")
-        elif key not in known and not key.startswith("$"):
-            problems.append(f"{prefix}{key}: unknown field")
-
-
-_T = TypeVar("_T")
-
-
-def _pick(
-    section: Mapping[str, Any],
-    key: str,
-    name: str,
-    *,
-    current: _T,
-    default: _T,
-    parse: Callable[[object, str, list[str]], _T | None],
-    problems: list[str],
-) -> _T:
-    """One field of a patch: absent keeps ``current``, null resets to ``default``.
-
-    A value that does not parse is a problem (recorded) and keeps ``current``, so the range
-    checks that follow still mean something and every problem is listed at once.
+    Neither argument is changed.
     """
-    if key not in section:
-        return current
-    raw = section[key]
-    if raw is None:
-        return default
-    got = parse(raw, name, problems)
-    return current if got is None else got
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_patch(out[key], value)
+        elif isinstance(value, Mapping):
+            out[key] = merge_patch({}, value)
+        else:
+            out[key] = value
+    return out
 
 
-def _open(
-    parent: Mapping[str, Any], key: str, known: set[str], prefix: str, problems: list[str]
-) -> tuple[bool, Mapping[str, Any] | None]:
-    """One object of a patch: (reset to defaults?, the object to merge or None)."""
-    if key not in parent:
-        return False, None
-    value = parent[key]
+def _without_metadata(patch: Mapping[str, Any], *, top: bool = True) -> dict[str, Any]:
+    """The patch without the hub's ``$`` keys (``$version`` at the top is kept)."""
+    out: dict[str, Any] = {}
+    for key, value in patch.items():
+        if isinstance(key, str) and key.startswith("$") and not (top and key == "$version"):
+            continue
+        out[key] = _without_metadata(value, top=False) if isinstance(value, Mapping) else value
+    return out
+
+
+def check_desired(document: Mapping[str, Any]) -> list[Problem]:
+    """Every problem with a whole desired document, sorted by field; empty when it is valid."""
+    problems = list(_non_finite(document, ()))
+    for error in _validator().iter_errors(document):
+        problems.extend(_explain(error))
+    return sorted(set(problems), key=lambda p: (p.field, p.reason))
+
+
+def _dotted(path: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(p) for p in path) or "desired properties"
+
+
+def _non_finite(node: Any, path: tuple[Any, ...]) -> Iterator[Problem]:
+    # JSON has no NaN or infinity, but Python's json module reads them, and a JSON Schema
+    # range check lets NaN through (every comparison with it is false).
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if not isinstance(key, str):
+                yield Problem(_dotted((*path, repr(key))), "unknown field")
+            else:
+                yield from _non_finite(value, (*path, key))
+    elif isinstance(node, float) and not math.isfinite(node):
+        yield Problem(_dotted(path), f"must be finite, got {node!r}")
+
+
+_TYPE_WORDS = {
+    "number": "a number",
+    "integer": "an integer",
+    "boolean": "true or false",
+    "object": "an object",
+    "string": "a string",
+}
+
+
+def _json_type(value: object) -> str:
     if value is None:
-        return True, None
-    name = prefix + key
-    section = _section(value, name, problems)
-    if section is not None:
-        _unknown(section, known, f"{name}.", problems)
-    return False, section
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return type(value).__name__
 
 
-_Part = TypeVar("_Part", Linear, CpuCompensation)
+def _range_text(schema: Mapping[str, Any]) -> str:
+    unit = str(schema.get("x-unit", ""))
+    low, above, high = schema.get("minimum"), schema.get("exclusiveMinimum"), schema.get("maximum")
+    if low is not None and high is not None:
+        return f"{low:g}..{high:g}{unit}"
+    if above is not None and high is not None:
+        return f"> {above:g} and <= {high:g}{unit}"
+    if low is not None:
+        return f">= {low:g}{unit}"
+    if above is not None:
+        return f"> {above:g}{unit}"
+    return f"<= {high:g}{unit}"
 
 
-def _merge_part(
-    part: _Part,
-    item: Mapping[str, Any],
-    name: str,
-    parsers: Mapping[str, Callable[[object, str, list[str]], Any]],
-    problems: list[str],
-) -> _Part:
-    # The twin's field names are the dataclass's attribute names here (slope, enabled, ...).
-    fresh = type(part)()
-    return replace(
-        part,
-        **{
-            attr: _pick(
-                item,
-                attr,
-                f"{name}.{attr}",
-                current=getattr(part, attr),
-                default=getattr(fresh, attr),
-                parse=parse,
-                problems=problems,
-            )
-            for attr, parse in parsers.items()
-        },
-    )
+def _explain(error: jsonschema.ValidationError) -> Iterator[Problem]:
+    path = list(error.absolute_path)
+    where = _dotted(path)
+    kind = error.validator
+    if kind == "additionalProperties":
+        known = set(error.schema.get("properties", {}))
+        patterns = list(error.schema.get("patternProperties", {}))
+        for key in error.instance:
+            if key not in known and not any(re.search(p, str(key)) for p in patterns):
+                yield Problem(_dotted([*path, key]), "unknown field")
+    elif kind == "type":
+        wanted = _TYPE_WORDS.get(str(error.validator_value), str(error.validator_value))
+        yield Problem(where, f"expected {wanted}, got {_json_type(error.instance)}")
+    elif kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        yield Problem(where, f"must be {_range_text(error.schema)}, got {error.instance!r}")
+    else:  # a keyword this schema does not use today: jsonschema's own words
+        yield Problem(where, error.message)
 
 
-def _merge_calibration(
-    cal: Calibration, patch: Mapping[str, Any], problems: list[str]
-) -> Calibration:
-    keys = calibrated_keys()
-    reset, section = _open(patch, "calibration", {*keys, "cpuCompensation"}, "", problems)
-    if reset:
-        return Calibration()
-    if section is None:
-        return cal
-    # twin key -> (Calibration attribute, parser of each field)
-    parts: dict[str, tuple[str, dict[str, Callable[[object, str, list[str]], Any]]]] = {
-        key: (key, {"slope": _number, "intercept": _number}) for key in keys
-    }
-    parts["cpuCompensation"] = ("cpu_compensation", {"enabled": _boolean, "factor": _number})
-    changes: dict[str, Any] = {}
-    for key, (attr, parsers) in parts.items():
-        reset, item = _open(section, key, set(parsers), "calibration.", problems)
-        part = getattr(cal, attr)
-        if reset:
-            changes[attr] = type(part)()
-        elif item is not None:
-            changes[attr] = _merge_part(part, item, f"calibration.{key}", parsers, problems)
-    return replace(cal, **changes)
-
-
-def _merge(current: ModuleConfig, patch: Mapping[str, Any], problems: list[str]) -> ModuleConfig:
-    """Apply a patch field by field, collecting every problem instead of stopping at one."""
-    defaults = ModuleConfig()
-    _unknown(
-        patch,
-        {"telemetryInterval", "readingsPerMessage", "calibration", "alerts", "led"},
-        "",
-        problems,
-    )
-    interval = _pick(
-        patch,
-        "telemetryInterval",
-        "telemetryInterval",
-        current=current.telemetry_interval,
-        default=defaults.telemetry_interval,
-        parse=_number,
-        problems=problems,
-    )
-    per_message = _pick(
-        patch,
-        "readingsPerMessage",
-        "readingsPerMessage",
-        current=current.readings_per_message,
-        default=defaults.readings_per_message,
-        parse=_integer,
-        problems=problems,
-    )
-    cal = _merge_calibration(current.calibration, patch, problems)
-
-    high = current.temperature_high
-    reset, section = _open(patch, "alerts", {"temperatureHigh"}, "", problems)
-    if reset:
-        high = defaults.temperature_high
-    elif section is not None:
-        high = _pick(
-            section,
-            "temperatureHigh",
-            "alerts.temperatureHigh",
-            current=high,
-            default=defaults.temperature_high,
-            parse=_number,
-            problems=problems,
-        )
-
-    led = current.led_enabled
-    reset, section = _open(patch, "led", {"enabled"}, "", problems)
-    if reset:
-        led = defaults.led_enabled
-    elif section is not None:
-        led = _pick(
-            section,
-            "enabled",
-            "led.enabled",
-            current=led,
-            default=defaults.led_enabled,
-            parse=_boolean,
-            problems=problems,
-        )
-
-    version = current.version
-    if "$version" in patch:
-        got_v = _integer(patch["$version"], "$version", problems)
-        if got_v is not None and got_v < 0:
-            problems.append(f"$version: must be >= 0, got {got_v}")
-        elif got_v is not None:
-            version = got_v
-
-    # object.__new__ + setattr skips __post_init__ on purpose: the caller runs _check itself, so
-    # the message can list every problem under one "config refused" prefix.
-    candidate = object.__new__(ModuleConfig)
-    for name, value in (
-        ("telemetry_interval", interval),
-        ("readings_per_message", per_message),
-        ("calibration", cal),
-        ("temperature_high", high),
-        ("led_enabled", led),
-        ("version", version),
-    ):
-        object.__setattr__(candidate, name, value)
-    return candidate
-
-
-def _check(config: ModuleConfig) -> list[str]:
-    """Range checks on a whole config; each problem names the twin field."""
-    problems: list[str] = []
-    if not MIN_INTERVAL_S <= config.telemetry_interval <= MAX_INTERVAL_S:
-        problems.append(
-            f"telemetryInterval: must be {MIN_INTERVAL_S:g}..{MAX_INTERVAL_S:g} s, "
-            f"got {config.telemetry_interval!r}"
-        )
-    if not 1 <= config.readings_per_message <= MAX_READINGS_PER_MESSAGE:
-        problems.append(
-            f"readingsPerMessage: must be 1..{MAX_READINGS_PER_MESSAGE}, "
-            f"got {config.readings_per_message!r}"
-        )
-    for key in calibrated_keys():
-        lin = config.calibration.linear(key)
-        m = metric(key)
-        span = m.max - m.min
-        if not (math.isfinite(lin.slope) and 0 < lin.slope <= MAX_SLOPE):
-            problems.append(
-                f"calibration.{key}.slope: must be > 0 and <= {MAX_SLOPE:g}, got {lin.slope!r}"
-            )
-        # An intercept wider than the metric's whole range can only be a mistake.
-        if not (math.isfinite(lin.intercept) and abs(lin.intercept) <= span):
-            problems.append(
-                f"calibration.{key}.intercept: must be within ±{span:g} {m.unit}, "
-                f"got {lin.intercept!r}"
-            )
-    factor = config.calibration.cpu_compensation.factor
-    if not (math.isfinite(factor) and MIN_CPU_FACTOR <= factor <= MAX_CPU_FACTOR):
-        problems.append(
-            f"calibration.cpuCompensation.factor: must be {MIN_CPU_FACTOR:g}..{MAX_CPU_FACTOR:g}, "
-            f"got {factor!r}"
-        )
-    temp = metric("temperature")
-    if not (math.isfinite(config.temperature_high) and temp.in_range(config.temperature_high)):
-        problems.append(
-            f"alerts.temperatureHigh: must be {temp.min:g}..{temp.max:g} {temp.unit}, "
-            f"got {config.temperature_high!r}"
-        )
-    if config.version < 0:
-        problems.append(f"$version: must be >= 0, got {config.version!r}")
-    return problems
+# -- persistence --------------------------------------------------------------------------------
 
 
 class ConfigStore:

@@ -16,4 +16,13 @@ class SensorNotFoundError(SensorError, FileNotFoundError):
 
 
 class ConfigError(EnviroSensorError, ValueError):
-    """A configuration (environment, CLI or twin patch) was refused as a whole."""
+    """A configuration (environment, CLI or twin patch) was refused as a whole.
+
+    Attributes:
+        problems: each reason on its own (the message joins them), so a caller can gather the
+            problems of several sources and report them all at once.
+    """
+
+    def __init__(self, message: str, *, problems: list[str] | tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems: tuple[str, ...] = tuple(problems) or (message,)

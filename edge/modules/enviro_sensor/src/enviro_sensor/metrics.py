@@ -53,7 +53,8 @@ class Metric:
         return round(value, self.decimals) + 0.0
 
 
-def _read_contract(name: str) -> Any:
+def read_contract(name: str) -> Any:
+    """A JSON file of the contract the package ships (contract/<name>)."""
     text = resources.files(CONTRACT_PACKAGE).joinpath("contract", name).read_text("utf-8")
     return json.loads(text)
 
@@ -79,7 +80,7 @@ def _metric(row: dict[str, Any]) -> Metric:
 @cache
 def all_metrics() -> tuple[Metric, ...]:
     """Every metric in the table, in table order (loaded once)."""
-    return tuple(_metric(row) for row in _read_contract("metrics.json")["metrics"])
+    return tuple(_metric(row) for row in read_contract("metrics.json")["metrics"])
 
 
 @cache
@@ -109,5 +110,5 @@ def calibrated_keys() -> tuple[str, ...]:
 
 def telemetry_schema() -> dict[str, Any]:
     """The schema-1 JSON Schema (Draft 2020-12) the module's messages follow."""
-    schema: dict[str, Any] = _read_contract("telemetry-v1.schema.json")
+    schema: dict[str, Any] = read_contract("telemetry-v1.schema.json")
     return schema
