@@ -44,6 +44,8 @@ READY_TIMEOUT_S = 60.0
 #: Seconds each stop phase (Pis, then services) waits before SIGKILL.
 STOP_GRACE_S = 5.0
 PIDS_FILE = "pids.json"
+#: Whether the edge module on main can connect to a hub (its hub-mode entry point has landed).
+HUB_MODE = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,14 +389,71 @@ class DemoStack:
             0.0,
         )
 
+    def device_env(self, device_id: str, connection: str) -> dict[str, str]:
+        """A simulated Pi's environment: where its hub is, and how often it reads."""
+        env = {
+            "IOTHUB_DEVICE_CONNECTION_STRING": connection,
+            "ENVIRO_TELEMETRY_INTERVAL": f"{self.interval:g}",
+            "ENVIRO_LOG_LEVEL": "INFO",
+        }
+        if not self.external.real_hub:
+            env["ENVIRO_HUB_CA_FILE"] = str(self.hub_state_dir / "tls" / "ca.pem")
+            # The SDK always dials 8883; the hub's CONNECT tunnel lets it sit on any port.
+            env["ENVIRO_HUB_PROXY"] = f"http://127.0.0.1:{self.ports.hub_tunnel}"
+            env["ENVIRO_HUB_RETRY_INTERVAL"] = "1"
+        return env
+
+    def device_argv(self, index: int, device_id: str) -> list[str]:
+        """The module's real entry point with the simulated sensor, a seed of its own."""
+        return [
+            self.python,
+            "-m",
+            "enviro_sensor.cli",
+            "--sensor",
+            "simulated",
+            "--seed",
+            str(1000 + index),
+            "--device-id",
+            device_id,
+            "--state-dir",
+            str(self.state_dir / "devices" / device_id),
+            "--no-led",
+        ]
+
     def start_devices(self) -> None:
-        """The simulated Pis: the module's hub mode is not on main yet, so this says so."""
-        if self.device_count:
+        """The simulated Pis, each the module's real entry point with the real SDK."""
+        if not self.device_count:
+            return
+        if not HUB_MODE:
             self._ready(
-                "simulated Pis",
-                "not started: the edge module cannot connect to a hub yet",
-                0.0,
+                "simulated Pis", "not started: the edge module cannot connect to a hub yet", 0.0
             )
+            return
+        if self.external.real_hub:
+            connections = list(self.external.device_connection_strings)[: self.device_count]
+            self.device_ids = [_device_id_of(c) for c in connections]
+        else:
+            connections = [self.device_connection_string(d) for d in self.device_ids]
+        began = time.monotonic()
+        for index, (device_id, conn) in enumerate(zip(self.device_ids, connections, strict=True)):
+            self.start_device(index, device_id, conn)
+        self._ready(
+            "simulated Pis",
+            f"{len(self.device_ids)} started: " + ", ".join(self.device_ids),
+            time.monotonic() - began,
+        )
+
+    def start_device(self, index: int, device_id: str, connection: str) -> Child:
+        """Start (or start again) one simulated Pi."""
+        return self._spawn(
+            f"device {device_id}",
+            self.device_argv(index, device_id),
+            self.device_env(device_id, connection),
+        )
+
+    def stop_device(self, device_id: str) -> None:
+        """SIGTERM one simulated Pi and wait for it (it sends what it can, then exits)."""
+        stop_all([self.children[f"device {device_id}"]], grace=STOP_GRACE_S * 2)
 
     # ----- reading the result --------------------------------------------------------------
     def devices_state(self) -> list[dict[str, Any]]:
@@ -409,6 +468,14 @@ class DemoStack:
         """The local hub's connection string for one of the demo's devices."""
         registry = Registry(self.hub_state_dir / "registry.json")
         return connection_string(HUB_HOSTNAME, registry.get(Identity(device_id)))
+
+
+def _device_id_of(connection: str) -> str:
+    for part in connection.split(";"):
+        key, _, value = part.partition("=")
+        if key.strip() == "DeviceId":
+            return value.strip()
+    raise DemoError("a device connection string without DeviceId")
 
 
 def _http_status(port: int, path: str) -> int | None:
