@@ -97,10 +97,13 @@ def test_ts_is_utc_with_milliseconds_and_z() -> None:
 
 
 def test_boot_ids_are_random_hex() -> None:
-    """boot: 8 lowercase hex digits, different per start."""
+    """boot: 16 lowercase hex digits (64 bits), different per start, valid for schema 1."""
     ids = {new_boot_id() for _ in range(50)}
     assert len(ids) == 50
-    assert all(re.fullmatch(r"[0-9a-f]{8}", i) for i in ids)
+    assert all(re.fullmatch(r"[0-9a-f]{16}", i) for i in ids)
+    for boot in ids:  # schema 1 allows 8..32 hex digits
+        payload = dict(reading().payload, boot=boot)
+        assert_valid(payload)
 
 
 def test_encode_is_compact_utf8_and_refuses_nan() -> None:

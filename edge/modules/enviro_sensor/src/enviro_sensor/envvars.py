@@ -109,6 +109,9 @@ VARIABLES: tuple[EnvVar, ...] = (
     _cli("ENVIRO_ALERT_PIN", "BCM GPIO of a separate alert LED"),
     _cli("ENVIRO_STATE_DIR", "folder for the stored config and air-quality baseline"),
     _cli("ENVIRO_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR"),
+    # -- the reading buffer (buffer.py) --------------------------------------------------------
+    EnvVar(name="ENVIRO_BUFFER_MAX_READINGS", meaning="most readings buffered", reader="buffer"),
+    EnvVar(name="ENVIRO_BUFFER_MAX_MB", meaning="most MiB of buffered readings", reader="buffer"),
 )
 
 

@@ -26,3 +26,7 @@ class ConfigError(EnviroSensorError, ValueError):
     def __init__(self, message: str, *, problems: list[str] | tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.problems: tuple[str, ...] = tuple(problems) or (message,)
+
+
+class BufferStoreError(EnviroSensorError, OSError):
+    """The on-disk reading buffer could not be opened, read or written."""

@@ -33,8 +33,13 @@ MAX_DEVICE_ID_LENGTH = 128
 
 
 def new_boot_id() -> str:
-    """A random id for this module start: 8 lowercase hex digits."""
-    return secrets.token_hex(4)
+    """A random id for this module start: 16 lowercase hex digits (64 bits).
+
+    64 bits keep two starts of one device from sharing an id (which would make the sink count
+    the second start's readings as duplicates) even over millions of restarts; schema 1 allows
+    8 to 32 hex digits.
+    """
+    return secrets.token_hex(8)
 
 
 def format_ts(moment: datetime) -> str:
