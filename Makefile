@@ -13,14 +13,19 @@ NODE_STAMP  := node_modules/.installed
 PY_INPUTS   := pyproject.toml edge/modules/enviro_sensor/pyproject.toml \
                cloud/sink/pyproject.toml sim/pyproject.toml
 PIP         := $(PY) -m pip --disable-pip-version-check --quiet
+# iotedgedev (the deploy tests expand the IoT Edge templates with it) in a venv of its own.
+TOOLS_VENV  := .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
+TOOLS_REQS  := tests/deploy/requirements-iotedgedev.txt
 
-.PHONY: help venv node test demo bench check contract clean
+.PHONY: help venv node tools test demo bench check contract clean
 
 help:
 	@echo "make demo   - run the whole pipeline locally (DEMO_ARGS=..., ENVIROMON_DEVICES=N)"
 	@echo "make test   - set up .venv and node_modules, run the whole suite"
 	@echo "make bench  - run the benchmarks (name=value lines)"
 	@echo "make check  - ruff and mypy"
+	@echo "make tools  - set up .venv-tools (iotedgedev, for the deploy tests)"
 
 $(STAMP): $(PY_INPUTS)
 	@PYBIN=$$(tools/find-python) || exit 1; \
@@ -43,7 +48,15 @@ $(NODE_STAMP): package.json package-lock.json
 
 node: $(NODE_STAMP)
 
-test: venv node
+$(TOOLS_STAMP): $(TOOLS_REQS)
+	@PYBIN=$$(tools/find-python) || exit 1; \
+	  if [ ! -x $(TOOLS_VENV)/bin/python ]; then echo "creating $(TOOLS_VENV) with $$PYBIN"; "$$PYBIN" -m venv $(TOOLS_VENV); fi
+	$(TOOLS_VENV)/bin/python -m pip --disable-pip-version-check --quiet install -r $(TOOLS_REQS)
+	@touch $@
+
+tools: $(TOOLS_STAMP)
+
+test: venv node tools
 	$(PY) -m pytest
 
 # Services, then simulated Pis, until Ctrl-C (docs/demo.md). DEMO_ARGS: e.g. --api-port 7072.
@@ -66,4 +79,4 @@ contract:
 	@echo "contract copied to: $(CONTRACT_COPIES)"
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(TOOLS_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
