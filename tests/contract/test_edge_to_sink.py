@@ -38,9 +38,16 @@ raw_readings = st.builds(
 )
 
 
-def _pipeline(tmp: Path) -> Pipeline:
+# Any id the edge's check_device_id accepts (printable, ≤ 128, valid Unicode): `Küche`,
+# `lab/pi-1`, markup. The sink must take it back as the label, and as a hub id.
+device_ids = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=128).filter(
+    str.isprintable
+) | st.sampled_from(["pi-kitchen", "Küche", "lab/pi-1", "<img src=x onerror=alert(1)>"])
+
+
+def _pipeline(tmp: Path, device_id: str) -> Pipeline:
     return Pipeline(
-        device_id="pi-kitchen",
+        device_id=device_id,
         config=ModuleConfig(),
         air_quality=AirQuality(source="bme680", state_path=tmp / "baseline.json"),
         clock=FakeClock(),
@@ -48,13 +55,20 @@ def _pipeline(tmp: Path) -> Pipeline:
 
 
 @settings(max_examples=60, deadline=None)
-@given(batch=st.lists(raw_readings, min_size=1, max_size=5), packed=st.booleans())
+@given(
+    batch=st.lists(raw_readings, min_size=1, max_size=5),
+    packed=st.booleans(),
+    device_id=device_ids,
+)
 def test_every_edge_message_is_valid_and_read_back_unchanged(
-    tmp_path_factory: pytest.TempPathFactory, batch: list[RawReading], packed: bool
+    tmp_path_factory: pytest.TempPathFactory,
+    batch: list[RawReading],
+    packed: bool,
+    device_id: str,
 ) -> None:
-    """Edge output validates against the schema; the sink keeps its boot, seq, values and flags."""
+    """Edge output validates against the schema; the sink keeps its boot, seq, values, flags, id."""
     tmp = tmp_path_factory.mktemp("edge")
-    pipeline = _pipeline(tmp)
+    pipeline = _pipeline(tmp, device_id)
     readings = [pipeline.process(raw) for raw in batch]
     messages = (
         [pack(readings, as_array=True)] if packed else [pack([r], as_array=False) for r in readings]
@@ -65,7 +79,7 @@ def test_every_edge_message_is_valid_and_read_back_unchanged(
         jsonschema.validate(json.loads(message.body), SCHEMA)
         event = InboundEvent(
             body=message.body,
-            device_id="pi-7",  # the hub's id; the body's deviceId is only a label
+            device_id=device_id,  # the hub's id; the body's deviceId is only a label
             properties=message.properties,
             enqueued_time=datetime(2026, 11, 25, 3, 21, tzinfo=UTC),
             sequence_number=1,
@@ -76,8 +90,8 @@ def test_every_edge_message_is_valid_and_read_back_unchanged(
     assert len(accepted) == len(readings)
     for sent, got in zip(readings, accepted, strict=True):
         payload = sent.payload
-        assert got.device_id == "pi-7"
-        assert got.label == "pi-kitchen"
+        assert got.device_id == device_id
+        assert got.label == device_id
         assert (got.boot, got.seq, got.source) == (
             payload["boot"],
             payload["seq"],
@@ -85,6 +99,7 @@ def test_every_edge_message_is_valid_and_read_back_unchanged(
         )
         assert got.calibration == payload["calibration"]
         assert set(payload["flags"]) <= set(got.flags)
+        assert "label_dropped" not in got.flags
         assert got.ts == datetime.fromisoformat(payload["ts"].replace("Z", "+00:00"))
         for key in ("temperature", "humidity", "pressure", "gasResistance", "iaq"):
             value = got.values.get(key)

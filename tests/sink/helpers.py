@@ -52,11 +52,15 @@ def event(
 ) -> InboundEvent:
     """A hub event around ``body`` (JSON-encoded unless it is already bytes)."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    if enqueued is None:
+        # The hub enqueues a reading just after it was taken (the sink bounds ts by this).
+        stamped = body.get("ts") if isinstance(body, dict) else None
+        enqueued = datetime.fromisoformat(stamped.replace("Z", "+00:00")) if stamped else T0
     return InboundEvent(
         body=raw,
         device_id=device,
         module_id=module,
         properties=properties or {},
-        enqueued_time=enqueued or T0,
+        enqueued_time=enqueued,
         sequence_number=seq_no,
     )

@@ -131,14 +131,22 @@ def run(
     initargs: Sequence[Any],
     seed: int = 1,
     replay: bool = True,
+    in_order: bool = True,
     timeout_s: float = 300.0,
 ) -> list[Any]:
     """Deliver every batch (twice when ``replay``) to a pool of worker processes.
 
+    ``in_order=False``: first deliveries of a partition's batches come in any order too (all
+    are ready at once), so a stream's readings arrive out of order the first time.
+
     Returns the results of ``work`` for every delivery, in completion order.
     """
     rng = random.Random(seed)
-    ready: list[tuple[int, int, bool]] = [(p, 0, True) for p in range(len(workload.partitions))]
+    ready: list[tuple[int, int, bool]] = [
+        (p, k, True)
+        for p in range(len(workload.partitions))
+        for k in range(1 if in_order else len(workload.partitions[p]))
+    ]
     results: list[Any] = []
     ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(
@@ -157,7 +165,7 @@ def run(
                 p, k, first = in_flight.pop(future)
                 results.append(future.result())
                 if first:
-                    if k + 1 < len(workload.partitions[p]):
+                    if in_order and k + 1 < len(workload.partitions[p]):
                         ready.append((p, k + 1, True))
                     if replay:
                         ready.append((p, k, False))

@@ -23,3 +23,13 @@ def rows(conn: str, prefix: str, role: str) -> list[dict[str, Any]]:
 
 def _plain(value: Any) -> Any:
     return value.value if isinstance(value, EntityProperty) else value
+
+
+def history_rows(conn: str, prefix: str) -> list[dict[str, Any]]:
+    """The history rows of the streams table (RowKey ``h$…``)."""
+    return [r for r in rows(conn, prefix, "streams") if str(r["RowKey"]).startswith("h$")]
+
+
+def state_rows(conn: str, prefix: str) -> list[dict[str, Any]]:
+    """The state rows of the streams table (RowKey ``s$…``)."""
+    return [r for r in rows(conn, prefix, "streams") if str(r["RowKey"]).startswith("s$")]

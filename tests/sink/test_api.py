@@ -91,7 +91,9 @@ class _Unreachable:
     def list_devices(self) -> list[dict[str, Any]]:
         raise AssertionError("store called")
 
-    def history(self, device_id: str, start: datetime, end: datetime, limit: int = 0) -> Any:
+    def history(
+        self, device_id: str, start: datetime, end: datetime, limit: int = 0, **kw: Any
+    ) -> Any:
         raise AssertionError("store called")
 
 

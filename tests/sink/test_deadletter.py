@@ -1,13 +1,12 @@
-"""Dead letters: reason, raw body (truncated safely), hub metadata, idempotent on replay."""
+"""Dead letters: reason, the whole raw body, hub metadata, idempotent on replay."""
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
 import pytest
-from enviromon_sink.deadletter import MAX_BODY_BYTES, MAX_BODY_CHARS, NO_DEVICE_PARTITION
+from enviromon_sink.deadletter import MAX_KEPT_BYTES, NO_DEVICE_PARTITION, body_of
 from enviromon_sink.events import InboundEvent
 
 from tests.sink.helpers import event, reading_body
@@ -42,17 +41,22 @@ def test_replayed_refusal_is_one_row_and_counted_once(azurite: str, table_prefix
     assert again.devices["pi-a"]["rejected"] == 1
 
 
-def test_binary_and_huge_bodies_are_truncated_safely(azurite: str, table_prefix: str) -> None:
-    """Invalid UTF-8 goes in as base64, a huge body is cut to fit, the original size is kept."""
+def test_whole_bodies_are_kept_up_to_the_hubs_limit(azurite: str, table_prefix: str) -> None:
+    """Binary, 255 KiB text and a 500-reading array come back byte for byte; beyond 256 KiB cut."""
     sink = make_sink(azurite, table_prefix)
-    binary = bytes(range(256)) * 100
+    binary = bytes(range(256)) * 400  # 100 KiB, not UTF-8
+    text = b'{"x": "' + "ü".encode() * 130_000 + b'"}'  # 255 KiB of text
+    packed = json.dumps([reading_body(s) for s in range(1, 500)] + [{"schema": 1}]).encode()
     huge = b'{"x": "' + b"a" * 10_000_000 + b'"}'
-    sink.process([event(binary, device="pi-a", seq_no=1), event(huge, device="pi-a", seq_no=2)])
+    bodies = {1: binary, 2: text, 3: packed, 4: huge}
+    sink.process([event(b, device="pi-a", seq_no=n) for n, b in bodies.items()])
     by_seq = {int(r["SequenceNumber"]): r for r in rows(azurite, table_prefix, "deadletter")}
-    assert base64.b64decode(by_seq[1]["BodyBase64"]) == binary[:MAX_BODY_BYTES]
-    assert by_seq[1]["BodyBytes"] == len(binary) and by_seq[1]["BodyTruncated"] is True
-    assert by_seq[2]["Body"] == huge[:MAX_BODY_CHARS].decode()
-    assert by_seq[2]["BodyBytes"] == len(huge) and "bytes >" in by_seq[2]["Reason"]
+    for n in (1, 2, 3):
+        assert body_of(by_seq[n]) == bodies[n], n
+        assert by_seq[n]["BodyBytes"] == len(bodies[n]) and by_seq[n]["BodyTruncated"] is False
+    assert len(packed) > 100_000 and "item 499" in by_seq[3]["Reason"]
+    assert body_of(by_seq[4]) == huge[:MAX_KEPT_BYTES] and by_seq[4]["BodyTruncated"] is True
+    assert by_seq[4]["BodyBytes"] == len(huge) and "bytes >" in by_seq[4]["Reason"]
 
 
 def test_event_without_hub_device_has_its_own_partition(azurite: str, table_prefix: str) -> None:

@@ -171,7 +171,7 @@ def test_batch_counts_and_reaches_the_dashboard(fa: ModuleType) -> None:
         ("pi-hall", 1),
         ("pi-hall", 2),
     ]
-    assert message["devices"]["pi-kitchen"]["count"] == 5
+    assert message["devices"]["pi-kitchen!enviro_sensor"]["count"] == 5
     assert device_counts(fa) == {"pi-hall": 2, "pi-kitchen": 5}
 
 
@@ -221,7 +221,7 @@ def test_webpubsub_down_counts_stay_exact(fa: ModuleType, pubsub: Any) -> None:
         run_batch(fa, readings("pi-1", range(8, 10)))
         frame = recv_json(ws)
     assert [r["seq"] for r in frame["data"]["readings"]] == [8, 9]
-    assert frame["data"]["devices"]["pi-1"]["count"] == 9
+    assert frame["data"]["devices"]["pi-1!enviro_sensor"]["count"] == 9
     assert publisher.failures == 1
 
 

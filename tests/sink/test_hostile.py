@@ -6,17 +6,17 @@ same batches is counted.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from typing import Any
 
+from enviromon_sink.deadletter import body_of
 from enviromon_sink.events import InboundEvent
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.sink.helpers import event, reading_body
-from tests.sink.sinks import make_sink, rows
+from tests.sink.sinks import history_rows, make_sink, rows
 from tests.support.azurite import unique_prefix
 
 GOOD = reading_body(1)
@@ -53,15 +53,10 @@ HAND_PICKED: list[bytes] = [
     json.dumps({**GOOD, "calibration": -1}).encode(),
     json.dumps({**GOOD, "humidity": [45]}).encode(),
     json.dumps({**GOOD, "pressure": {"v": 1000}}).encode(),
-    json.dumps({**GOOD, "deviceId": "<script>alert(1)</script>"}).encode(),
-    json.dumps({**GOOD, "deviceId": '"><img src=x onerror=alert(1)>'}).encode(),
-    json.dumps({**GOOD, "deviceId": "x" * 10_000}).encode(),
     json.dumps({**GOOD, "source": "<b>bme680</b>"}).encode(),
     json.dumps({**GOOD, "ts": "2026-13-45T99:99:99Z"}).encode(),
     json.dumps({**GOOD, "ts": "<script>"}).encode(),
     json.dumps({**GOOD, "evil": "<script>alert(1)</script>"}).encode(),
-    json.dumps({"deviceId": "<script>", "temperature": 20}).encode(),
-    json.dumps({"deviceId": "pi\u0000kitchen", "temperature": 20}).encode(),
     json.dumps({"temperature": 500, "humidity": 500}).encode(),
     json.dumps({"temperature": None}).encode(),
     json.dumps({"Temperature": 20, "Celsius": 21}).encode(),
@@ -126,14 +121,14 @@ def _run(conn: str, bodies: list[bytes]) -> None:
     }
     for row in letters:  # the raw body is kept (text, or base64 when it is not clean UTF-8)
         raw = bodies[(int(row["SequenceNumber"]) - 1) // 2]
-        kept = row["Body"].encode() if "Body" in row else base64.b64decode(row["BodyBase64"])
+        kept = body_of(row)
         assert raw.startswith(kept) and int(row["BodyBytes"]) == len(raw)
         assert bool(row["BodyTruncated"]) == (len(kept) < len(raw))
     devices: dict[str, Any] = {d["deviceId"]: d for d in sink.list_devices()}
     assert devices["pi-good"]["count"] == good and devices["pi-good"]["missing"] == 0
     assert devices["pi-hostile"]["count"] == 0
     assert devices["pi-hostile"]["rejected"] == len(bodies)
-    assert len(rows(conn, prefix, "history")) == good
+    assert len(history_rows(conn, prefix)) == good
 
 
 def test_hand_picked_hostile_bodies(azurite: str) -> None:
@@ -163,3 +158,31 @@ def test_spoofed_body_device_id_counts_under_the_hub_id(azurite: str, table_pref
     devices = {d["deviceId"]: d for d in sink.list_devices()}
     assert set(devices) == {"pi-attacker"}
     assert devices["pi-attacker"]["label"] == "pi-victim" and devices["pi-attacker"]["count"] == 1
+
+
+COSMETIC = [
+    ({**GOOD, "deviceId": "<script>alert(1)</script>"}, "<script>alert(1)</script>", ()),
+    ({**GOOD, "deviceId": '"><img src=x onerror=alert(1)>'}, '"><img src=x onerror=alert(1)>', ()),
+    ({**GOOD, "deviceId": "Küche"}, "Küche", ()),
+    ({**GOOD, "deviceId": "lab/pi-1"}, "lab/pi-1", ()),
+    ({**GOOD, "deviceId": "x" * 10_000}, None, ("label_dropped",)),
+    ({**GOOD, "deviceId": 42}, None, ("label_dropped",)),
+    ({"deviceId": "<script>", "temperature": 20}, "<script>", ()),
+    ({"deviceId": "pi\u0000kitchen", "temperature": 20}, None, ("label_dropped",)),
+    ({"temperature": 20, "Colour": "<b>red</b>", "extra": [1]}, None, ("unknown_field",)),
+]
+
+
+def test_cosmetic_fields_never_cost_a_reading(azurite: str) -> None:
+    """Odd labels are kept as text (or dropped and flagged); unknown legacy fields are flagged."""
+    sink = make_sink(azurite, unique_prefix())
+    events = []
+    for i, (body, _, _) in enumerate(COSMETIC):
+        body = {**body, "seq": i + 1} if "schema" in body else body
+        events.append(event(body, device=f"pi-{i}", seq_no=i + 1))
+    result = sink.process(events)
+    assert result.dead_lettered == 0 and len(result.readings) == len(COSMETIC)
+    for reading, (body, label, flags) in zip(result.readings, COSMETIC, strict=True):
+        assert reading["label"] == label, body
+        assert set(flags) <= set(reading["flags"]) and reading["temperature"] is not None
+        assert "Colour" not in reading and "extra" not in reading

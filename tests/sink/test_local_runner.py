@@ -23,6 +23,7 @@ from enviromon_sim.iothub.eventlog import EventLog, NewEvent
 from enviromon_sink.local_runner import ApiServer, Backoff, BatchLoop, route
 from enviromon_sink.processor import Sink
 from enviromon_sink.publisher import NullPublisher, WebPubSubPublisher
+from enviromon_sink.storage import HistoryPage
 
 from tests.sink.functions_host import telemetry_body
 from tests.sink.tcp_proxy import TcpProxy
@@ -210,9 +211,9 @@ def test_routes_match_function_app() -> None:
         def list_devices(self) -> list[dict[str, Any]]:
             return []
 
-        def history(self, device_id: str, start: Any, end: Any, limit: int = 0) -> Any:
+        def history(self, device_id: str, start: Any, end: Any, limit: int = 0, **kw: Any) -> Any:
             self.asked.append(device_id)
-            return []
+            return HistoryPage()
 
     store = Store()
     kw: dict[str, Any] = {"store": store, "tokens": None, "negotiate_minutes": 60}

@@ -136,15 +136,30 @@ def _failed_changeset(request: HttpRequest) -> Any:
 
 
 def is_state_write(method: str, url: str) -> bool:
-    """A write of a device-state entity (create: POST to the devices table; update: PUT)."""
-    return "devices" in url and method in ("PUT", "POST", "MERGE", "PATCH")
+    """A commit of streams' state (always a transaction, with the history rows)."""
+    return is_batch(method, url)
 
 
 def is_batch(method: str, url: str) -> bool:
-    """A transaction (history rows, dead letters)."""
+    """A transaction (streams' state and history rows, dead letters, pruning)."""
     return method == "POST" and "$batch" in url
 
 
 def any_request(method: str, url: str) -> bool:
     """Every request."""
     return True
+
+
+def nth(match: Match, n: int) -> Match:
+    """``match``, but only from its ``n``-th hit on (1 = the first)."""
+    seen = [0]
+    lock = threading.Lock()
+
+    def nth_match(method: str, url: str) -> bool:
+        if not match(method, url):
+            return False
+        with lock:
+            seen[0] += 1
+            return seen[0] >= n
+
+    return nth_match

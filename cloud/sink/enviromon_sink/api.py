@@ -4,9 +4,12 @@ Both hosts (function_app.py on Azure Functions, local_runner.py on this machine)
 these, so the dashboard sees the same API everywhere:
 
 - ``GET /api/negotiate`` → ``{"url": "wss://…?access_token=…", "expiresAt": "…Z"}``
-- ``GET /api/devices`` → ``{"devices": [<state>, …]}``
-- ``GET /api/devices/{id}/telemetry?from=&to=&limit=`` →
-  ``{"deviceId", "from", "to", "limit", "readings": [...], "truncated": bool}``
+- ``GET /api/devices`` → ``{"devices": [<stream state>, …]}`` (one entry per (device, module)
+  stream, each with ``streamId`` and ``moduleId``)
+- ``GET /api/devices/{id}/telemetry?from=&to=&limit=&module=&continuation=`` →
+  ``{"deviceId", "moduleId", "from", "to", "limit", "readings": [...], "truncated": bool,
+  "continuation": str | null}``: without ``module`` every stream of the device, merged by time;
+  ``module=`` (empty) the plain device's stream; ``truncated`` means ``continuation`` fetches more.
 
 A device id that is well formed but unknown gets 200 with no readings, not 404: a device
 that has not sent anything in the range looks the same, and the device list is the place
@@ -27,6 +30,7 @@ from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from enviromon_sink.errors import SettingsError, SinkError, TransientStoreError
 from enviromon_sink.negotiate import TokenSource, client_access
 from enviromon_sink.normalise import valid_hub_id
+from enviromon_sink.storage import HistoryPage
 
 _log = logging.getLogger(__name__)
 
@@ -44,9 +48,17 @@ class DeviceStore(Protocol):
         ...
 
     def history(
-        self, device_id: str, start: datetime, end: datetime, limit: int = ...
-    ) -> list[dict[str, Any]]:
-        """A device's readings with ``start <= time < end``, oldest first, at most ``limit``."""
+        self,
+        device_id: str,
+        start: datetime,
+        end: datetime,
+        limit: int = ...,
+        *,
+        module_id: str | None = ...,
+        all_modules: bool = ...,
+        continuation: str | None = ...,
+    ) -> HistoryPage:
+        """A device's readings with ``start <= time < end``, oldest first, a page of ``limit``."""
         ...
 
 
@@ -142,19 +154,35 @@ def device_history(
         start, end, limit = parse_history_query(query, now=now or datetime.now(UTC))
     except ValueError as exc:
         return error_response(400, str(exc))
+    module = query.get("module")
+    if module is not None and module != "" and valid_hub_id(module) != module:
+        return error_response(400, "module id must be 1-128 characters, no control characters")
+    continuation = query.get("continuation") or None
 
     def run() -> ApiResponse:
-        # One more than asked tells whether the range held more than the limit.
-        rows = store.history(device_id, start, end, limit=limit + 1)
+        try:
+            page = store.history(
+                device_id,
+                start,
+                end,
+                limit,
+                module_id=module or None,
+                all_modules=module is None,
+                continuation=continuation,
+            )
+        except ValueError as exc:
+            return error_response(400, str(exc))
         return json_response(
             200,
             {
                 "deviceId": device_id,
+                "moduleId": module or None,
                 "from": _iso(start),
                 "to": _iso(end),
                 "limit": limit,
-                "readings": rows[:limit],
-                "truncated": len(rows) > limit,
+                "readings": page.readings,
+                "truncated": page.continuation is not None,
+                "continuation": page.continuation,
             },
         )
 

@@ -6,44 +6,47 @@ enqueued time (so rows sort by time) and a hash of what identifies the event —
 sequence number, message id, enqueued time, device and body — so a replayed event lands on its
 own row again instead of adding one.
 
-A Table property holds at most 64 KiB (32 K UTF-16 characters), so the body is kept truncated:
-as text when it is UTF-8 without control characters, else base64; ``BodyBytes`` is the original
-size and ``BodyTruncated`` says whether anything was cut.
+The whole body is kept, up to IoT Hub's 256 KiB: a text body (UTF-8 without control
+characters) of at most :data:`MAX_TEXT_CHARS` characters as ``Body`` (readable in any table
+browser), anything else as raw bytes split across binary properties ``Body0``, ``Body1``, … of
+at most 64 KiB each (a property's limit; the entity holds 1 MiB). ``BodyParts`` says how many,
+``BodyBytes`` is the original size, ``BodyTruncated`` is true only beyond 256 KiB.
+Transactions are cut by size as well as count (a transaction carries at most 4 MiB).
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
-from azure.data.tables import TableClient
+from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
 
 from enviromon_sink.events import InboundEvent
-from enviromon_sink.history import time_key, upsert_rows
 from enviromon_sink.keys import escape_key
-from enviromon_sink.store import int64, translate_errors
+from enviromon_sink.storage import DeadLetter
+from enviromon_sink.tables import (
+    MAX_TRANSACTION,
+    MAX_TRANSACTION_BYTES,
+    int64,
+    time_key,
+    translate_errors,
+)
+
+__all__ = ["NO_DEVICE_PARTITION", "DeadLetter", "DeadLetterTable", "row_key", "to_row"]
 
 NO_DEVICE_PARTITION: Final = "~nodevice"
-#: Characters of a text body kept (≤ 16 K UTF-16 units even if all are astral).
-MAX_BODY_CHARS: Final = 8000
-#: Bytes of a binary body kept (base64: 8000 characters).
-MAX_BODY_BYTES: Final = 6000
+#: A text body up to this many characters is kept as text (≤ 64 KiB even if all are astral).
+MAX_TEXT_CHARS: Final = 16_000
+#: The whole body is kept up to this many bytes (IoT Hub's largest message).
+MAX_KEPT_BYTES: Final = 256 * 1024
+#: Bytes per binary property (the service's limit for one property).
+PART_BYTES: Final = 64 * 1024
 MAX_REASON_CHARS: Final = 1000
 MAX_FIELD_CHARS: Final = 256
 _CONTROL_RE: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """An event the sink refused, and why."""
-
-    event: InboundEvent
-    reason: str
 
 
 def row_key(event: InboundEvent) -> str:
@@ -81,16 +84,33 @@ def to_row(letter: DeadLetter) -> dict[str, Any]:
     if event.enqueued_time is not None:
         row["EnqueuedTime"] = event.enqueued_time
     text = _text(body)
-    if text is not None:
-        row["Body"] = text[:MAX_BODY_CHARS]
-        row["BodyTruncated"] = len(text) > MAX_BODY_CHARS
+    if text is not None and len(text) <= MAX_TEXT_CHARS:
+        row["Body"] = text
+        row["BodyParts"] = 0
     else:
-        row["BodyBase64"] = base64.b64encode(body[:MAX_BODY_BYTES]).decode("ascii")
-        row["BodyTruncated"] = len(body) > MAX_BODY_BYTES
+        kept = body[:MAX_KEPT_BYTES]
+        parts = [kept[i : i + PART_BYTES] for i in range(0, len(kept), PART_BYTES)]
+        for i, part in enumerate(parts):
+            row[f"Body{i}"] = EntityProperty(part, EdmType.BINARY)
+        row["BodyParts"] = len(parts)
+    row["BodyTruncated"] = len(body) > MAX_KEPT_BYTES
     return row
 
 
-class DeadLetterStore:
+def body_of(row: dict[str, Any]) -> bytes:
+    """The body a dead-letter row keeps, as bytes (text or the binary parts joined)."""
+    if "Body" in row:
+        return str(row["Body"]).encode("utf-8")
+    parts = int(row.get("BodyParts", 0))
+    return b"".join(bytes(getattr(row[f"Body{i}"], "value", row[f"Body{i}"])) for i in range(parts))
+
+
+def _size(row: dict[str, Any]) -> int:
+    """A row's rough size on the wire (binary goes as base64 in JSON)."""
+    return 2048 + len(str(row.get("Body", ""))) * 2 + int(row["BodyBytes"]) * 4 // 3
+
+
+class DeadLetterTable:
     """The dead-letter table."""
 
     def __init__(self, *, table: TableClient) -> None:
@@ -99,7 +119,33 @@ class DeadLetterStore:
 
     def write(self, letters: Iterable[DeadLetter]) -> int:
         """Upsert one row per refused event (idempotent); returns transactions sent."""
-        return upsert_rows(self._table, (to_row(x) for x in letters))
+        by_partition: dict[str, dict[str, dict[str, Any]]] = {}
+        for letter in letters:
+            row = to_row(letter)
+            by_partition.setdefault(row["PartitionKey"], {})[row["RowKey"]] = row
+        sent = 0
+        with translate_errors():
+            for rows in by_partition.values():
+                chunk: list[dict[str, Any]] = []
+                size = 0
+                for row in rows.values():
+                    if chunk and (
+                        len(chunk) >= MAX_TRANSACTION or size + _size(row) > MAX_TRANSACTION_BYTES
+                    ):
+                        self._submit(chunk)
+                        sent += 1
+                        chunk, size = [], 0
+                    chunk.append(row)
+                    size += _size(row)
+                if chunk:
+                    self._submit(chunk)
+                    sent += 1
+        return sent
+
+    def _submit(self, rows: list[dict[str, Any]]) -> None:
+        self._table.submit_transaction(
+            [("upsert", row, {"mode": UpdateMode.REPLACE}) for row in rows]
+        )
 
     def list(self, device_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Dead-lettered rows, of one device (or of events without a device id) or all."""

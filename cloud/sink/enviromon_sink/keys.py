@@ -9,6 +9,7 @@ typical id such as ``pi-kitchen`` stays readable.
 from __future__ import annotations
 
 import re
+import zlib
 from typing import Final
 
 _SAFE: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
@@ -57,3 +58,57 @@ def table_name(prefix: str, role: str) -> str:
             f"table prefix must be 1-40 letters and digits, starting with a letter: {prefix!r}"
         )
     return f"{prefix}{role}"
+
+
+#: Buckets (PartitionKeys) of the streams table. Fixed for the life of a table: changing it
+#: would move every stream. 8 keeps a batch that spans a hundred devices at ~8 transactions.
+BUCKETS: Final = 8
+#: Between the escaped device and module ids of a stream key (never produced by escape_key).
+MODULE_SEPARATOR: Final = "!"
+#: Between a row kind, the stream key and the rest of a RowKey (never produced by escape_key).
+FIELD_SEPARATOR: Final = "$"
+
+
+def stream_key(device_id: str, module_id: str | None) -> str:
+    """The stable id of a (device, module) stream: escaped device, ``!``, escaped module.
+
+    A plain device (no module) is just its escaped id, so ``pi-kitchen`` stays readable.
+    Neither separator can occur inside an escaped id, so the mapping is one-to-one.
+    """
+    key = escape_key(device_id)
+    return f"{key}{MODULE_SEPARATOR}{escape_key(module_id)}" if module_id else key
+
+
+def split_stream_key(key: str) -> tuple[str, str | None]:
+    """Inverse of :func:`stream_key`; raises ValueError on a key it did not produce."""
+    device, sep, module = key.partition(MODULE_SEPARATOR)
+    if sep and not module:
+        raise ValueError(f"not a stream key: {key!r}")
+    return unescape_key(device), (unescape_key(module) if sep else None)
+
+
+def bucket_of(key: str) -> str:
+    """The PartitionKey holding a stream's rows: a stable hash of its escaped *device* id.
+
+    By device, not by stream, so every module of a device shares one partition (its streams
+    are then one RowKey range away from each other).
+    """
+    device = key.partition(MODULE_SEPARATOR)[0]
+    # Salted, so the buckets are independent of any partitioning a hub (or a test) does by
+    # a plain CRC of the device id.
+    return f"b{zlib.crc32(b'bucket/' + device.encode('ascii')) % BUCKETS:02d}"
+
+
+def buckets() -> list[str]:
+    """Every PartitionKey of the streams table."""
+    return [f"b{i:02d}" for i in range(BUCKETS)]
+
+
+def row_prefix(kind: str, key: str = "") -> str:
+    """``<kind>$`` or ``<kind>$<stream key>$``: RowKey prefixes of one kind of row."""
+    return f"{kind}{FIELD_SEPARATOR}{key}{FIELD_SEPARATOR}" if key else f"{kind}{FIELD_SEPARATOR}"
+
+
+def prefix_end(prefix: str) -> str:
+    """The smallest string above every string that starts with ``prefix``."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)

@@ -34,6 +34,7 @@ from typing import Any, Final
 from enviromon_sink import metrics
 from enviromon_sink.errors import RejectedMessageError
 from enviromon_sink.events import InboundEvent
+from enviromon_sink.keys import stream_key
 
 #: IoT Hub's largest message; anything bigger did not come through a hub.
 MAX_BODY_BYTES: Final = 256 * 1024
@@ -47,6 +48,14 @@ MAX_ID_CHARS: Final = 128
 #: Table Storage Int64; seq beyond this cannot be stored.
 MAX_SEQ: Final = 2**63 - 1
 MAX_CALIBRATION: Final = 2**31 - 1
+#: A reading stamped further ahead of the hub's enqueued time than this gets the enqueued
+#: time instead (a Pi has no real-time clock) and the ``clock_skew`` flag.
+CLOCK_AHEAD: Final = timedelta(minutes=5)
+#: ...and likewise one stamped further behind (edge buffers hold readings for days, not this).
+CLOCK_BEHIND: Final = timedelta(days=31)
+CLOCK_SKEW_FLAG: Final = "clock_skew"
+LABEL_DROPPED_FLAG: Final = "label_dropped"
+UNKNOWN_FIELD_FLAG: Final = "unknown_field"
 
 #: Synthetic boots start with ``~``, which a real (hex) boot never does.
 SYNTHETIC_PREFIX: Final = "~"
@@ -65,12 +74,6 @@ _TS_RE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{
 _LOOSE_TS_RE: Final = re.compile(
     r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})"
 )
-# A label is shown on the dashboard; allow what IoT Hub allows in ids, plus spaces (the web
-# simulator's "Raspberry Pi Web Client"); refuse markup and control characters outright.
-_LABEL_RE: Final = re.compile(r"[A-Za-z0-9 \-._:+%#*?!(),=@$']{1,128}")
-# Control characters, and lone surrogates (no UTF-8 form: Table storage would refuse the row,
-# and the batch would fail on every retry).
-_ID_FORBIDDEN_RE: Final = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 _STRUCTURE_RE: Final = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 
 _OUR_KEYS: Final = frozenset(
@@ -107,6 +110,7 @@ class Reading:
         calibration: twin ``$version`` of the calibration applied; 0 = none.
         flags: the device's flags plus ``<key>_out_of_range`` for values the sink refused.
         alert: the ``temperatureAlert`` property said "true", or temperature ≥ the threshold.
+        enqueued: when the hub accepted the event (None when the host did not say).
     """
 
     device_id: str
@@ -120,11 +124,43 @@ class Reading:
     calibration: int = 0
     flags: tuple[str, ...] = field(default=())
     alert: bool = False
+    enqueued: datetime | None = None
 
     @property
     def synthetic_boot(self) -> bool:
         """Whether the boot was made up by the sink (seq gaps then mean nothing)."""
         return self.boot.startswith(SYNTHETIC_PREFIX)
+
+    @property
+    def stream_id(self) -> str:
+        """The (device, module) stream's stable id (``keys.stream_key``)."""
+        return stream_key(self.device_id, self.module_id)
+
+    def to_json(self) -> dict[str, Any]:
+        """The reading as the dashboard, the REST API and Web PubSub see it (JSON-ready).
+
+        Metric values are top-level keys (``temperature``...), as in the telemetry message.
+        """
+        out: dict[str, Any] = {
+            "streamId": self.stream_id,
+            "deviceId": self.device_id,
+            "moduleId": self.module_id,
+            "label": self.label,
+            "boot": self.boot,
+            "seq": self.seq,
+            "ts": iso(self.ts),
+            "source": self.source,
+        }
+        out.update(self.values)
+        out.update(
+            {"calibration": self.calibration, "flags": list(self.flags), "alert": self.alert}
+        )
+        return out
+
+
+def iso(ts: datetime) -> str:
+    """``ts`` as ISO 8601 UTC with microseconds and ``Z``."""
+    return ts.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def normalise(event: InboundEvent, *, temperature_alert: float | None = None) -> list[Reading]:
@@ -241,7 +277,8 @@ def _ours(doc: dict[str, Any], ctx: _Context) -> Reading:
     extra = sorted(doc.keys() - expected)
     if extra:
         raise RejectedMessageError(f"schema 1: unknown field {_show(extra[0])}")
-    label = _label(doc["deviceId"], required=True)
+    label = _label(doc["deviceId"])
+    notes = () if label is not None else (LABEL_DROPPED_FLAG,)
     boot = doc["boot"]
     if not isinstance(boot, str) or not _BOOT_RE.fullmatch(boot):
         raise RejectedMessageError("boot must be 8-32 lowercase hex digits")
@@ -260,13 +297,14 @@ def _ours(doc: dict[str, Any], ctx: _Context) -> Reading:
         raise RejectedMessageError(f"calibration must be an integer ≥ 0, got {_show(calibration)}")
     flags = _flags(doc["flags"])
     values, refused = _values({k: doc[k] for k in metrics.keys_for_schema1()})
-    return _reading(ctx, label, boot, seq, ts, str(source), values, refused, calibration, flags)
+    return _reading(
+        ctx, label, boot, seq, ts, str(source), values, refused, calibration, flags, notes
+    )
 
 
 def _legacy(doc: dict[str, Any], ctx: _Context) -> Reading:
-    unknown = sorted(doc.keys() - _LEGACY_KEYS)
-    if unknown:
-        raise RejectedMessageError(f"legacy body: unknown field {_show(unknown[0])}")
+    # A field we do not know is left out, and the reading says so: it never costs the reading.
+    notes: tuple[str, ...] = (UNKNOWN_FIELD_FLAG,) if doc.keys() - _LEGACY_KEYS else ()
     picked: dict[str, Any] = {}
     for name, aliases in _LEGACY_ALIASES.items():
         present = [a for a in aliases if a in doc]
@@ -274,7 +312,11 @@ def _legacy(doc: dict[str, Any], ctx: _Context) -> Reading:
             raise RejectedMessageError(f"legacy body: both {present[0]} and {present[1]}")
         if present:
             picked[name] = doc[present[0]]
-    label = _label(picked.get("label"), required=False)
+    label = None
+    if picked.get("label") is not None:
+        label = _label(picked["label"])
+        if label is None:
+            notes += (LABEL_DROPPED_FLAG,)
     if "geo" in picked:
         _check_geo(picked["geo"])
     message_id = picked.get("messageId")
@@ -287,7 +329,7 @@ def _legacy(doc: dict[str, Any], ctx: _Context) -> Reading:
     source = SOURCE_SIMULATED if label == WEB_SIMULATOR_LABEL else SOURCE_LEGACY
     boot, seq = _synthetic_identity(ctx.event, message_id)
     ts = _enqueued(ctx.event)
-    return _reading(ctx, label, boot, seq, ts, source, values, refused, 0, ())
+    return _reading(ctx, label, boot, seq, ts, source, values, refused, 0, (), notes)
 
 
 def _simulated_temperature_sensor(doc: dict[str, Any], ctx: _Context) -> Reading:
@@ -329,10 +371,15 @@ def _reading(
     refused: list[str],
     calibration: int,
     flags: tuple[str, ...],
+    notes: tuple[str, ...] = (),
 ) -> Reading:
     if refused and all(v is None for v in values.values()):
         raise RejectedMessageError(f"every value invalid ({', '.join(refused)} out of range)")
-    extra = tuple(f"{key}_out_of_range" for key in refused if f"{key}_out_of_range" not in flags)
+    ts, skewed = _bounded_ts(ts, ctx.event)
+    if skewed:
+        notes += (CLOCK_SKEW_FLAG,)
+    extra = tuple(f"{key}_out_of_range" for key in refused) + notes
+    extra = tuple(dict.fromkeys(f for f in extra if f not in flags))
     return Reading(
         device_id=ctx.device_id,
         module_id=ctx.module_id,
@@ -345,7 +392,18 @@ def _reading(
         calibration=calibration,
         flags=flags + extra,
         alert=ctx.alert(values),
+        enqueued=_enqueued(ctx.event) if ctx.event.enqueued_time is not None else None,
     )
+
+
+def _bounded_ts(ts: datetime, event: InboundEvent) -> tuple[datetime, bool]:
+    """``ts``, or the hub's enqueued time when ``ts`` is beyond the tolerances of it."""
+    if event.enqueued_time is None:
+        return ts, False
+    hub = _enqueued(event)
+    if ts - hub > CLOCK_AHEAD or hub - ts > CLOCK_BEHIND:
+        return hub, True
+    return ts, False
 
 
 def _values(raw: Mapping[str, Any]) -> tuple[dict[str, float | None], list[str]]:
@@ -391,14 +449,30 @@ def _enqueued(event: InboundEvent) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-def _label(value: Any, *, required: bool) -> str | None:
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not _LABEL_RE.fullmatch(value):
-        raise RejectedMessageError(
-            "deviceId label must be 1-128 of letters, digits, space and -._:+%#*?!(),=@$'"
-        )
-    return value
+def _label(value: Any) -> str | None:
+    """The body's ``deviceId`` as a label, or None when it breaks the id rule (then dropped).
+
+    A label is cosmetic (identity is the hub's), so a bad one never costs the reading.
+    """
+    return value if valid_id_text(value) else None
+
+
+def valid_id_text(value: Any) -> bool:
+    """The one rule for device ids and labels, the edge's (``message.check_device_id``) too.
+
+    1-128 characters, all printable (no control, format or separator characters but the
+    space), valid Unicode (no lone surrogates). ``Küche`` and ``lab/pi-1`` pass; the dashboard
+    shows ids and labels as text, never as HTML.
+    """
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_ID_CHARS:
+        return False
+    if not value.isprintable():
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _flags(value: Any) -> tuple[str, ...]:
@@ -434,11 +508,7 @@ def valid_hub_id(value: str | None) -> str | None:
 def _hub_id(value: str | None, name: str) -> str | None:
     if value is None or value == "":
         return None
-    if (
-        not isinstance(value, str)
-        or len(value) > MAX_ID_CHARS
-        or _ID_FORBIDDEN_RE.search(value) is not None
-    ):
+    if not valid_id_text(value):
         raise RejectedMessageError(f"{name} is not a valid IoT Hub id")
     return value
 

@@ -1,42 +1,55 @@
 """The sink's one entry point: a batch of hub events in, committed counts and new readings out.
 
-Order of writes, for crash safety (the host re-runs a batch that raised, and may re-run one
-that did not, since checkpoints are at-least-once):
+Per batch (docs/sink.md has the why):
 
-1. dead letters — idempotent upserts, keyed by the event;
-2. per device: history rows of the readings the fold counts — idempotent upserts, keyed by
-   (time, boot, seq) — then the one conditional state write. The state write is what makes a
-   device's part of the batch "done": a crash before it leaves rows that the re-run writes
-   again, unchanged, and counts that the re-run then commits once.
+1. normalise every event; refused ones become dead letters (idempotent rows keyed by the event);
+2. group readings by stream, a (device, module) pair; load every stream's state at once;
+3. fold each stream's readings; commit all streams (the store packs many streams into one
+   transaction per bucket, each state write conditional on its ETag, with its history rows);
+4. a stream whose write lost a race is reloaded and folded again (jittered, growing delays,
+   until a deadline); a stream whose part storage refused for good, or whose fold failed, is
+   dead-lettered with the reason, and the rest of the batch commits.
 
-A refused event never stops the batch and never costs another event's readings. A Table
-failure does stop it (raised as TransientStoreError), so the host re-runs the whole batch.
+Only a transient storage failure (5xx, 408, 429, connection) raises, so the host re-runs the
+whole batch; the re-run counts what was committed zero times again.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline.transport import HttpTransport
 from azure.data.tables import TableServiceClient
 
-from enviromon_sink.counting import DeviceState, Outcome, fold
-from enviromon_sink.deadletter import DeadLetter, DeadLetterStore
-from enviromon_sink.errors import RejectedMessageError, TransientStoreError
+from enviromon_sink.counting import DeviceState, fold_stream
+from enviromon_sink.deadletter import DeadLetterTable
+from enviromon_sink.errors import RejectedMessageError, StoreContentionError, TransientStoreError
 from enviromon_sink.events import InboundEvent
-from enviromon_sink.history import HistoryStore, reading_json, row_key
-from enviromon_sink.keys import table_name
+from enviromon_sink.keys import split_stream_key, stream_key, table_name
 from enviromon_sink.normalise import Reading, normalise, valid_hub_id
-from enviromon_sink.store import DeviceStateStore, translate_errors
+from enviromon_sink.storage import (
+    DeadLetter,
+    DeadLetterStore,
+    HistoryPage,
+    Loaded,
+    Status,
+    StreamStore,
+    StreamWrite,
+)
+from enviromon_sink.streams import TableStreamStore
+from enviromon_sink.tables import quiet_sdk_request_logs, translate_errors
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_TEMPERATURE_ALERT = 30.0
+#: A stream's newly counted readings, with their positions among its readings of the batch.
+_Counted = list[tuple[int, Reading]]
 
 
 def _utcnow() -> datetime:
@@ -49,47 +62,73 @@ class BatchResult:
 
     Attributes:
         readings: the batch's newly counted readings (not duplicates), in delivery order.
-        devices: the committed state of each device the batch touched, by device id.
-        dead_lettered: events refused and written to the dead-letter table.
+        devices: the committed state of each stream the batch touched, by stream id.
+        dead_lettered: events (or streams' parts of a batch) refused and dead-lettered.
         duplicates: readings recognised as already counted.
+        conflicts: writes that lost an ETag race and were folded again.
     """
 
     readings: list[dict[str, Any]] = field(default_factory=list)
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)
     dead_lettered: int = 0
     duplicates: int = 0
+    conflicts: int = 0
 
     def to_message(self) -> dict[str, Any]:
         """The Web PubSub message: ``{"type": "readings", "readings": [...], "devices": {...}}``."""
         return {"type": "readings", "readings": self.readings, "devices": self.devices}
 
 
+@dataclass(slots=True)
+class _Stream:
+    """One stream's part of a batch."""
+
+    key: str
+    device_id: str
+    module_id: str | None
+    readings: list[Reading] = field(default_factory=list)
+    #: each reading's position in the batch (delivery order)
+    order: list[int] = field(default_factory=list)
+    rejected: list[int | None] = field(default_factory=list)
+    events: list[InboundEvent] = field(default_factory=list)
+
+
 class Sink:
-    """Normalise, dead-letter, count exactly once, keep history."""
+    """Normalise, dead-letter, count exactly once per stream, keep history."""
 
     def __init__(
         self,
         *,
-        state: DeviceStateStore,
-        history: HistoryStore,
+        streams: StreamStore,
         dead_letters: DeadLetterStore,
         clock: Callable[[], datetime] = _utcnow,
         temperature_alert: float | None = DEFAULT_TEMPERATURE_ALERT,
         retention: timedelta | None = timedelta(days=30),
         prune_interval: timedelta = timedelta(hours=1),
         prune_devices_per_batch: int = 4,
+        deadline_s: float = 30.0,
+        backoff_base_s: float = 0.02,
+        backoff_max_s: float = 1.0,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Build a sink over its three stores.
+        """Build a sink over its stores.
 
         Args:
-            state: per-device counted state.
-            history: one row per reading.
+            streams: counted state and history of every stream.
             dead_letters: refused events.
             clock: now, in UTC (tests pass a fixed one).
             temperature_alert: °C at or above which a reading is an alert (None: property only).
             retention: history older than this is pruned (None: keep everything).
-            prune_interval: how often, per worker, one device's history is pruned at most.
-            prune_devices_per_batch: bound on devices pruned per batch (bounded extra work).
+            prune_interval: how often, per worker, one stream's history is pruned at most.
+            prune_devices_per_batch: bound on streams pruned per batch (bounded extra work).
+            deadline_s: how long a stream may keep losing ETag races before the batch raises.
+            backoff_base_s: first delay after a lost race; doubles, full jitter, capped.
+            backoff_max_s: the cap.
+            rng: randomness for the jitter.
+            sleep: how to wait (tests pass a fake).
+            monotonic: the clock for the deadline.
         """
         if retention is not None and retention <= timedelta(0):
             raise ValueError("retention must be positive or None")
@@ -97,8 +136,9 @@ class Sink:
             raise ValueError("prune_interval and prune_devices_per_batch must be ≥ 0")
         if temperature_alert is not None and not -40.0 <= temperature_alert <= 85.0:
             raise ValueError("temperature_alert must be within -40..85 °C")
-        self._state = state
-        self._history = history
+        if deadline_s <= 0 or backoff_base_s <= 0 or backoff_max_s < backoff_base_s:
+            raise ValueError("need deadline_s > 0 and 0 < backoff_base_s <= backoff_max_s")
+        self._streams = streams
         self._dead = dead_letters
         self._clock = clock
         self._alert = temperature_alert
@@ -106,6 +146,14 @@ class Sink:
         self._prune_interval = prune_interval
         self._prune_per_batch = prune_devices_per_batch
         self._pruned_at: dict[str, datetime] = {}
+        self._deadline_s = deadline_s
+        self._base = backoff_base_s
+        self._cap = backoff_max_s
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._sleep = sleep
+        self._monotonic = monotonic
+        #: ETag races lost so far (all batches): the concurrency tests check they happen.
+        self.conflicts = 0
 
     @classmethod
     def from_connection_string(
@@ -116,38 +164,33 @@ class Sink:
         transport: HttpTransport[Any, Any] | None = None,
         create_tables: bool = True,
         retry_total: int = 3,
-        deadline_s: float = 30.0,
+        storage_request_logs: bool = False,
         **kw: Any,
     ) -> Sink:
         """A sink on the Table service of ``conn`` (Azure Storage or Azurite).
 
         Args:
             conn: a storage connection string.
-            table_prefix: tables are ``<prefix>devices``, ``<prefix>history``,
-                ``<prefix>deadletter``.
+            table_prefix: tables are ``<prefix>streams`` and ``<prefix>deadletter``.
             transport: an azure-core transport (tests inject failing or counting ones).
             create_tables: create the tables if missing.
             retry_total: the SDK's own retries of transient failures per request.
-            deadline_s: how long one device may keep losing ETag races before the batch raises.
-            **kw: passed to :class:`Sink` (clock, temperature_alert, retention, ...).
+            storage_request_logs: keep the storage SDK's per-request INFO log lines.
+            **kw: passed to :class:`Sink` (clock, temperature_alert, retention, deadline_s...).
         """
+        quiet_sdk_request_logs(storage_request_logs)
         client_kw: dict[str, Any] = {"retry_total": retry_total, "retry_backoff_factor": 0.2}
         if transport is not None:
             client_kw["transport"] = transport
         service = TableServiceClient.from_connection_string(conn, **client_kw)
-        names = {
-            role: table_name(table_prefix, role) for role in ("devices", "history", "deadletter")
-        }
+        names = {role: table_name(table_prefix, role) for role in ("streams", "deadletter")}
         if create_tables:
             with translate_errors():
                 for name in names.values():
                     service.create_table_if_not_exists(name)
         return cls(
-            state=DeviceStateStore(
-                table=service.get_table_client(names["devices"]), deadline_s=deadline_s
-            ),
-            history=HistoryStore(table=service.get_table_client(names["history"])),
-            dead_letters=DeadLetterStore(table=service.get_table_client(names["deadletter"])),
+            streams=TableStreamStore(table=service.get_table_client(names["streams"])),
+            dead_letters=DeadLetterTable(table=service.get_table_client(names["deadletter"])),
             **kw,
         )
 
@@ -157,9 +200,57 @@ class Sink:
         Raises:
             TransientStoreError: Table storage failed; re-run the whole batch (it is safe to).
         """
-        by_device: dict[str, list[Reading]] = {}
-        rejected: dict[str, list[int | None]] = {}
+        started = time.perf_counter()
+        streams, letters = self._group(events)
+        committed, refused, conflicts = self._commit_all(streams)
+        for key, reason in refused.items():
+            letters.extend(DeadLetter(event, reason) for event in streams[key].events)
+        if letters:
+            self._dead.write(letters)
+
+        ordered: list[tuple[int, Reading]] = []
+        devices: dict[str, dict[str, Any]] = {}
+        duplicates = 0
+        for key, stream in streams.items():
+            if key not in committed:
+                continue
+            state, counted = committed[key]
+            devices[key] = state.to_json()
+            duplicates += len(stream.readings) - len(counted)
+            ordered.extend((stream.order[i], r) for i, r in counted)
+        new_readings = [r.to_json() for _, r in sorted(ordered, key=lambda x: x[0])]
+        self._prune([k for k in committed if streams[k].readings])
+        result = BatchResult(
+            readings=new_readings,
+            devices=devices,
+            dead_lettered=len(letters),
+            duplicates=duplicates,
+            conflicts=conflicts,
+        )
+        _log.info(
+            "batch: %d events, %d counted, %d duplicates, %d dead letters, %d streams,"
+            " %d conflicts, %.0f ms",
+            len(events),
+            len(new_readings),
+            duplicates,
+            len(letters),
+            len(streams),
+            conflicts,
+            (time.perf_counter() - started) * 1000,
+        )
+        return result
+
+    def _group(self, events: Sequence[InboundEvent]) -> tuple[dict[str, _Stream], list[DeadLetter]]:
+        streams: dict[str, _Stream] = {}
         letters: list[DeadLetter] = []
+        position = 0
+
+        def stream(device: str, module: str | None) -> _Stream:
+            key = stream_key(device, module)
+            if key not in streams:
+                streams[key] = _Stream(key, device, module)
+            return streams[key]
+
         for event in events:
             try:
                 readings = normalise(event, temperature_alert=self._alert)
@@ -169,92 +260,152 @@ class Sink:
                 _log.exception("normalise failed unexpectedly")
                 letters.append(DeadLetter(event, f"internal error: {type(exc).__name__}"))
             else:
-                for reading in readings:
-                    by_device.setdefault(reading.device_id, []).append(reading)
+                if readings:
+                    part = stream(readings[0].device_id, readings[0].module_id)
+                    part.readings.extend(readings)
+                    part.order.extend(range(position, position + len(readings)))
+                    position += len(readings)
+                    part.events.append(event)
                 continue
             device = valid_hub_id(event.device_id)
             if device is not None:
-                rejected.setdefault(device, []).append(event.sequence_number)
-        if letters:
-            self._dead.write(letters)
-            for letter in letters:
-                _log.info("dead-lettered an event of %r: %s", letter.event.device_id, letter.reason)
+                part = stream(device, valid_hub_id(event.module_id))
+                part.rejected.append(event.sequence_number)
+        return streams, letters
 
-        new_readings: list[dict[str, Any]] = []
-        devices: dict[str, dict[str, Any]] = {}
-        duplicates = 0
-        for device in list(dict.fromkeys([*by_device, *rejected])):
-            state, outcomes = self._commit(
-                device, by_device.get(device, []), rejected.get(device, [])
-            )
-            devices[device] = state.to_json()
-            for reading, outcome in zip(by_device.get(device, []), outcomes, strict=True):
-                if outcome.counted:
-                    new_readings.append(reading_json(reading))
+    def _commit_all(
+        self, streams: dict[str, _Stream]
+    ) -> tuple[dict[str, tuple[DeviceState, _Counted]], dict[str, str], int]:
+        """Fold and commit every stream; returns committed, refused (key → reason), conflicts."""
+        committed: dict[str, tuple[DeviceState, _Counted]] = {}
+        refused: dict[str, str] = {}
+        if not streams:
+            return committed, refused, 0
+        deadline = self._monotonic() + self._deadline_s
+        loaded = self._streams.load(list(streams))
+        pending = set(streams)
+        conflicts = 0
+        attempt = 0
+        while pending:
+            writes: dict[str, tuple[StreamWrite, _Counted]] = {}
+            for key in sorted(pending):
+                try:
+                    writes[key] = self._fold(streams[key], loaded[key])
+                except Exception as exc:  # a poison stream costs its own part, never the batch
+                    _log.exception("folding stream %r failed", key)
+                    refused[key] = f"internal error folding the stream: {type(exc).__name__}"
+                    pending.discard(key)
+            outcomes = self._streams.commit([w for w, _ in writes.values()])
+            reload: list[str] = []
+            for key, (write, counted) in writes.items():
+                outcome = outcomes.get(key)
+                if outcome is None or outcome.status is Status.NOT_SENT:
+                    continue
+                if outcome.status is Status.COMMITTED:
+                    committed[key] = (write.state, counted)
+                    loaded[key] = Loaded(write.state, outcome.etag)
+                elif outcome.status is Status.REFUSED:
+                    refused[key] = outcome.reason or "storage refused the stream's part"
                 else:
-                    duplicates += 1
-        self._prune(list(by_device))
-        return BatchResult(
-            readings=new_readings,
-            devices=devices,
-            dead_lettered=len(letters),
-            duplicates=duplicates,
+                    reload.append(key)
+                pending.discard(key)
+            if reload:
+                conflicts += len(reload)
+                self.conflicts += len(reload)
+                pending.update(reload)
+                attempt += 1
+                delay = self._rng.uniform(0, min(self._cap, self._base * 2**attempt))
+                if self._monotonic() + delay > deadline:
+                    raise StoreContentionError(
+                        f"streams {sorted(reload)[:5]!r}: state changed under us {attempt} times"
+                    )
+                self._sleep(delay)
+                loaded.update(self._streams.load(reload))
+        return committed, refused, conflicts
+
+    def _fold(self, stream: _Stream, loaded: Loaded) -> tuple[StreamWrite, _Counted]:
+        done = fold_stream(
+            loaded.state,
+            stream.readings,
+            device_id=stream.device_id,
+            module_id=stream.module_id,
+            rejected=stream.rejected,
         )
+        counted: _Counted = []
+        for i, (reading, outcome, extra) in enumerate(
+            zip(stream.readings, done.outcomes, done.flags, strict=True)
+        ):
+            if outcome.counted:
+                counted.append((i, _with_flags(reading, extra) if extra else reading))
+        write = StreamWrite(stream.key, done.state, loaded.etag, [r for _, r in counted])
+        return write, counted
 
     def list_devices(self) -> list[dict[str, Any]]:
-        """The committed state of every device, by device id."""
-        return [s.to_json() for s in sorted(self._state.list(), key=lambda s: s.device_id)]
+        """The committed state of every stream, by device id then module id."""
+        states = self._streams.streams()
+        return [s.to_json() for s in sorted(states, key=lambda s: (s.device_id, s.module_id or ""))]
 
     def history(
-        self, device_id: str, start: datetime, end: datetime, limit: int = 1000
-    ) -> list[dict[str, Any]]:
-        """A device's readings with ``start <= ts < end``, oldest first, at most ``limit``."""
-        return self._history.query(device_id, start, end, limit)
+        self,
+        device_id: str,
+        start: datetime,
+        end: datetime,
+        limit: int = 1000,
+        *,
+        module_id: str | None = None,
+        all_modules: bool = True,
+        continuation: str | None = None,
+    ) -> HistoryPage:
+        """A device's readings with ``start <= ts < end``, oldest first, a page of ``limit``.
 
-    def device(self, device_id: str) -> dict[str, Any] | None:
-        """One device's committed state, or None if never seen."""
-        state = self._state.get(device_id)
+        ``all_modules`` (the default) merges every stream of the device by time; otherwise only
+        the stream of ``module_id`` (None: the device's plain stream).
+
+        Raises:
+            ValueError: a continuation token this sink did not give.
+        """
+        return self._streams.history(
+            device_id,
+            module_id,
+            start,
+            end,
+            limit=limit,
+            continuation=continuation,
+            all_modules=all_modules,
+        )
+
+    def device(self, device_id: str, module_id: str | None = None) -> dict[str, Any] | None:
+        """One stream's committed state, or None if never seen."""
+        key = stream_key(device_id, module_id)
+        state = self._streams.load([key])[key].state
         return None if state is None else state.to_json()
 
-    def _commit(
-        self, device: str, readings: list[Reading], rejected: list[int | None]
-    ) -> tuple[DeviceState, list[Outcome]]:
-        written: set[str] = set()
-
-        def change(state: DeviceState | None) -> tuple[DeviceState, list[Outcome]]:
-            new, outcomes = fold(state, readings, device_id=device, rejected=rejected)
-            # History before the state: rows are idempotent, the state write is the commit.
-            fresh = [
-                r
-                for r, o in zip(readings, outcomes, strict=True)
-                if o.counted and row_key(r) not in written
-            ]
-            if fresh:
-                self._history.write(fresh)
-                written.update(row_key(r) for r in fresh)
-            return new, outcomes
-
-        return self._state.commit(device, change)
-
-    def _prune(self, devices: list[str]) -> None:
+    def _prune(self, keys: list[str]) -> None:
         if self._retention is None or self._prune_per_batch == 0:
             return
         now = self._clock()
         due = [
-            d
-            for d in devices
-            if now - self._pruned_at.get(d, datetime.min.replace(tzinfo=UTC))
+            k
+            for k in keys
+            if now - self._pruned_at.get(k, datetime.min.replace(tzinfo=UTC))
             >= self._prune_interval
         ][: self._prune_per_batch]
-        for device in due:
-            self._pruned_at[device] = now
+        for key in due:
+            self._pruned_at[key] = now
             try:
-                deleted = self._history.prune(device, now - self._retention)
-            except (TransientStoreError, HttpResponseError) as exc:
+                deleted = self._streams.prune(key, now - self._retention, max_rows=100)
+            except Exception as exc:
                 # Housekeeping: the counts are committed; never fail (and re-run) the batch
-                # for it. Also not for a 404: another worker pruning the same device deleted a
+                # for it. Also not for a 404: another worker pruning the same stream deleted a
                 # row first, and the transaction failed as a whole. The next prune catches up.
-                _log.warning("pruning history of %r failed: %s", device, exc)
+                _log.warning("pruning history of %r failed: %s", split_stream_key(key), exc)
                 continue
             if deleted:
-                _log.info("pruned %d history rows of %r", deleted, device)
+                _log.info("pruned %d history rows of %r", deleted, split_stream_key(key))
+
+
+def _with_flags(reading: Reading, extra: tuple[str, ...]) -> Reading:
+    return replace(reading, flags=reading.flags + tuple(f for f in extra if f not in reading.flags))
+
+
+__all__ = ["BatchResult", "Sink", "TransientStoreError"]
