@@ -22,7 +22,10 @@ from . import __version__
 from .errors import ConfigError, SensorError, SensorNotFoundError
 
 if TYPE_CHECKING:
-    from .config import ModuleConfig
+    from .config import ConfigStore, ModuleConfig
+    from .hubclient import HubClient
+    from .reading import Publisher
+    from .runner import HubRunner
 
 log = logging.getLogger("enviro_sensor")
 
@@ -35,6 +38,7 @@ EXIT_CONFIG = 5
 EXIT_INTERRUPTED = 130
 
 CHECK_INTERVAL_S = 1.0
+DRAIN_TIMEOUT_S = 3.0  # on SIGTERM: what is not sent by then stays in the buffer
 MIN_INTERVAL_S = 0.5  # same bounds as the twin's telemetryInterval (config.py)
 MAX_INTERVAL_S = 86_400.0
 
@@ -319,20 +323,6 @@ class PrintPublisher:
             raise
 
 
-class LogPublisher:
-    """A Publisher that only logs each message (the hub connection is a later step)."""
-
-    def send(self, body: bytes, *, message_id: str, properties: dict[str, str]) -> None:
-        """Log one line about the message."""
-        log.info(
-            "message %s (%d bytes, alert=%s): %s",
-            message_id,
-            len(body),
-            properties.get("temperatureAlert"),
-            body.decode("utf-8"),
-        )
-
-
 def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level,
@@ -387,7 +377,15 @@ def _run(args: argparse.Namespace) -> int:
     from .pipeline import App, Pipeline, StatusIndicator, SystemClock
     from .sensors import SensorSettings, open_sensor
 
-    device_id = args.device_id or _env("IOTEDGE_DEVICEID") or socket.gethostname() or "enviro"
+    hub_settings = None
+    if not args.print_:
+        from .hubclient import HubSettings
+
+        hub_settings = HubSettings.from_env()
+    hub_device = hub_settings.identity.split("/")[0] if hub_settings is not None else None
+    device_id = (
+        args.device_id or _env("IOTEDGE_DEVICEID") or hub_device or socket.gethostname() or "enviro"
+    )
     try:
         check_device_id(device_id)
     except ValueError as exc:
@@ -409,6 +407,11 @@ def _run(args: argparse.Namespace) -> int:
             "simulated_seed": args.seed,
         }
     )
+    if not args.print_ and hub_settings is None:
+        # Before the sensor is opened: a module with nowhere to send says so at once.
+        from .hubclient import MISSING_HUB_HELP
+
+        raise ConfigError(MISSING_HUB_HELP)
     sensor = open_sensor(settings, device_id=device_id)
     clock = SystemClock()
     led_obj = None
@@ -440,12 +443,25 @@ def _run(args: argparse.Namespace) -> int:
             )
             led = led_obj
         app_holder: list[App] = []
-        publisher = (
-            PrintPublisher(stream=sys.stdout, on_closed=lambda: app_holder[0].stop())
-            if args.print_
-            else LogPublisher()
+        publisher: Publisher
+        hub_client: HubClient | None = None
+        store: ConfigStore | None = None
+        if hub_settings is not None:
+            from .config import ConfigStore
+            from .hubclient import HubClient
+
+            publisher = hub_client = HubClient(settings=hub_settings)
+            store = ConfigStore(path=config_path)
+        else:
+            publisher = PrintPublisher(stream=sys.stdout, on_closed=lambda: app_holder[0].stop())
+        app = App(
+            sensor=sensor,
+            publisher=publisher,
+            pipeline=pipeline,
+            clock=clock,
+            led=led,
+            config_store=store,
         )
-        app = App(sensor=sensor, publisher=publisher, pipeline=pipeline, clock=clock, led=led)
         app_holder.append(app)
         interval = args.interval
         if interval is None and args.count > 0:
@@ -459,8 +475,30 @@ def _run(args: argparse.Namespace) -> int:
             f"{args.count} readings" if args.count else "readings until Ctrl-C",
             f"{interval:g}" if interval is not None else f"{config.telemetry_interval:g}",
         )
+        runner: HubRunner | None = None
         with _StopOnSignals(app.stop):
-            summary = app.run(count=args.count, interval=interval)
+            try:
+                if hub_client is not None and hub_settings is not None:
+                    from .config import ModuleConfig
+                    from .runner import start_hub
+
+                    log.info("hub: %r", hub_settings)
+                    runner = start_hub(
+                        client=hub_client,
+                        app=app,
+                        base=ModuleConfig.from_env(),
+                        led=led_obj,
+                        report_interval=hub_settings.report_interval,
+                    )
+                summary = app.run(count=args.count, interval=interval)
+            finally:
+                if hub_client is not None:
+                    from .runner import stop_hub
+
+                    if runner is None:
+                        hub_client.close()
+                    else:
+                        stop_hub(runner, hub_client, app, drain_timeout=DRAIN_TIMEOUT_S)
     finally:
         if led_obj is not None:
             led_obj.close()

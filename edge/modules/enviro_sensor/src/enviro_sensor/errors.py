@@ -30,3 +30,11 @@ class ConfigError(EnviroSensorError, ValueError):
 
 class BufferStoreError(EnviroSensorError, OSError):
     """The on-disk reading buffer could not be opened, read or written."""
+
+
+class HubError(EnviroSensorError, ConnectionError):
+    """The hub could not be reached, or refused or failed a call (the reading stays buffered)."""
+
+
+class HubTimeoutError(HubError, TimeoutError):
+    """A hub call did not finish within its deadline."""
