@@ -87,13 +87,20 @@ class Module:
 
 
 @contextmanager
-def run_module(env: dict[str, str], log_path: Path, *args: str) -> Iterator[Module]:
-    """Start `enviro-sensor` (killed at the end if it is still running)."""
+def run_module(
+    env: dict[str, str], log_path: Path, *args: str, led: bool = False
+) -> Iterator[Module]:
+    """Start `enviro-sensor` (killed at the end if it is still running).
+
+    ``led=True`` drives the status LED on gpiozero's mock pins (GPIOZERO_PIN_FACTORY=mock).
+    """
+    if led:
+        env = {**env, "GPIOZERO_PIN_FACTORY": "mock"}
+    else:
+        args = ("--no-led", *args)
     cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "enviro_sensor.cli"]
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [*cmd, "--no-led", *args], stdout=subprocess.DEVNULL, stderr=log, env=env
-        )
+        proc = subprocess.Popen([*cmd, *args], stdout=subprocess.DEVNULL, stderr=log, env=env)
     module = Module(proc=proc, log_path=log_path)
     try:
         yield module
