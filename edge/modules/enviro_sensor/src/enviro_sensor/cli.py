@@ -1,7 +1,9 @@
 """``enviro-sensor``: run the edge pipeline from a shell, e.g. to check a Pi's wiring.
 
-Telemetry JSON goes to stdout (with ``--print``), one message per line; logs go to stderr. The
-hub connection is not part of this command yet: without ``--print`` each message is only logged.
+Telemetry JSON goes to stdout (with ``--print``), one message per line; logs go to stderr.
+Without ``--print`` this is the module itself: it sends to IoT Hub, under IoT Edge or with a
+device connection string (see :mod:`enviro_sensor.hubclient`), and says what to set when
+neither is there.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ examples:
     enviro-sensor --sensor bme680 --address 0x77 --count 3 --print
   no hardware: simulated readings, every 2 s until Ctrl-C:
     enviro-sensor --sensor simulated --count 0 --interval 2 --print
+  a plain device app (no IoT Edge), sending to IoT Hub:
+    IOTHUB_DEVICE_CONNECTION_STRING='HostName=…;DeviceId=…;SharedAccessKey=…' enviro-sensor
 
 The configuration (telemetry interval, calibration, alert threshold) comes from ENVIRO_*
 environment variables and the last configuration the module twin sent, kept in --state-dir;
@@ -241,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--print",
         action="store_true",
         dest="print_",
-        help="print each message's JSON body to stdout, one per line",
+        help="print each message's JSON body to stdout, one per line, instead of sending it "
+        "to IoT Hub (without --print: under IoT Edge, or $IOTHUB_DEVICE_CONNECTION_STRING)",
     )
     run.add_argument(
         "--device-id",

@@ -112,6 +112,17 @@ VARIABLES: tuple[EnvVar, ...] = (
     # -- the reading buffer (buffer.py) --------------------------------------------------------
     EnvVar(name="ENVIRO_BUFFER_MAX_READINGS", meaning="most readings buffered", reader="buffer"),
     EnvVar(name="ENVIRO_BUFFER_MAX_MB", meaning="most MiB of buffered readings", reader="buffer"),
+    # -- the hub connection (hubclient.py) -----------------------------------------------------
+    EnvVar(name="ENVIRO_HUB_CA_FILE", meaning="PEM file of a CA to trust", reader="hubclient"),
+    EnvVar(name="ENVIRO_HUB_PROXY", meaning="proxy URL for the hub", reader="hubclient"),
+    EnvVar(
+        name="ENVIRO_HUB_RETRY_INTERVAL", meaning="seconds between reconnects", reader="hubclient"
+    ),
+    EnvVar(
+        name="ENVIRO_HUB_REPORT_INTERVAL",
+        meaning="reported properties at most this often, s",
+        reader="hubclient",
+    ),
 )
 
 

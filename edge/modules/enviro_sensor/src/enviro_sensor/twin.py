@@ -69,14 +69,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 def reasons(exc: ConfigError) -> list[str]:
     """Every reason a ConfigError gives, one string each."""
-    listed = getattr(exc, "problems", None)
-    if isinstance(listed, list | tuple) and listed:
-        return [str(p) for p in listed]
-    text = str(exc)
-    for prefix in ("config refused: ",):
-        if text.startswith(prefix):
-            text = text[len(prefix) :]
-    return [part for part in text.split("; ") if part]
+    return [str(p) for p in exc.problems]
 
 
 def _version(doc: Mapping[str, Any]) -> int | None:
