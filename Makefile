@@ -3,6 +3,7 @@
 #   make test   the whole suite
 #   make bench  benchmarks, one name=value figure per line
 #   make check  ruff and mypy
+#   make dashboard  bundle dashboard/ into dashboard/dist (esbuild)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -18,7 +19,7 @@ TOOLS_VENV  := .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
 TOOLS_REQS  := tests/deploy/requirements-iotedgedev.txt
 
-.PHONY: help venv node tools test demo bench check contract clean
+.PHONY: help venv node tools dashboard test demo bench check contract clean
 
 help:
 	@echo "make demo   - run the whole pipeline locally (DEMO_ARGS=..., ENVIROMON_DEVICES=N)"
@@ -26,6 +27,7 @@ help:
 	@echo "make bench  - run the benchmarks (name=value lines)"
 	@echo "make check  - ruff and mypy"
 	@echo "make tools  - set up .venv-tools (iotedgedev, for the deploy tests)"
+	@echo "make dashboard - build the dashboard into dashboard/dist"
 
 $(STAMP): $(PY_INPUTS)
 	@PYBIN=$$(tools/find-python) || exit 1; \
@@ -56,14 +58,23 @@ $(TOOLS_STAMP): $(TOOLS_REQS)
 
 tools: $(TOOLS_STAMP)
 
-test: venv node tools
+# The dashboard's static site: npm libraries bundled into dashboard/dist (git-ignored), no CDN.
+DASH_BUNDLE := dashboard/dist/app.js
+DASH_INPUTS := $(wildcard dashboard/src/*) $(wildcard dashboard/contract/*.json) \
+               dashboard/index.html dashboard/build.mjs dashboard/config.example.json
+$(DASH_BUNDLE): $(NODE_STAMP) $(DASH_INPUTS)
+	node dashboard/build.mjs
+
+dashboard: $(DASH_BUNDLE)
+
+test: venv node tools dashboard
 	$(PY) -m pytest
 
 # Services, then simulated Pis, until Ctrl-C (docs/demo.md). DEMO_ARGS: e.g. --api-port 7072.
-demo: venv node
+demo: venv node dashboard
 	$(VENV)/bin/enviromon demo $(DEMO_ARGS)
 
-bench: venv node
+bench: venv node dashboard
 	$(PY) bench/run.py
 
 check: venv
@@ -79,4 +90,4 @@ contract:
 	@echo "contract copied to: $(CONTRACT_COPIES)"
 
 clean:
-	rm -rf $(VENV) $(TOOLS_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(TOOLS_VENV) node_modules dashboard/dist .artifacts .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     services = parser.add_subparsers(dest="service", required=True, metavar="SERVICE")
     # Imported here so `enviromon --help` works even if one service has a broken import.
+    from enviromon_sim.dashboard import cli as dashboard_cli
     from enviromon_sim.demo import cli as demo_cli
     from enviromon_sim.iothub import cli as hub_cli
     from enviromon_sim.webpubsub import cli as pubsub_cli
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     hub_cli.register(services)
     pubsub_cli.register(services)
     demo_cli.register(services)
+    dashboard_cli.register(services)
     return parser
 
 

@@ -1,0 +1,353 @@
+// The page: config → REST state and history → live socket → tiles and charts.
+
+import "uplot/dist/uPlot.min.css";
+import "./app.css";
+import { Api, loadConfig } from "./api.js";
+import { Charts } from "./charts.js";
+import { download, fileName, toCsv } from "./csv.js";
+import { Live } from "./live.js";
+import { QUANTITIES, valueOf } from "./metrics.js";
+import { Grid, IntervalEstimate, RANGES, Seen, StreamSeries, streamKey } from "./series.js";
+import { Tile } from "./tiles.js";
+
+const HISTORY_CONCURRENCY = 6;
+/** A back-fill starts this long before a stream's last reading (readings out of time order). */
+const BACKFILL_MARGIN_MS = 5 * 60e3;
+const MAX_PENDING = 20000;
+
+class Stream {
+  constructor(key, item, grid) {
+    this.key = key;
+    this.deviceId = String(item.deviceId);
+    this.moduleId = typeof item.moduleId === "string" && item.moduleId ? item.moduleId : null;
+    this.state = null;
+    this.latest = null;
+    this.latestMs = null;
+    this.lastMs = null;
+    this.seen = new Seen();
+    this.interval = new IntervalEstimate();
+    this.series = new StreamSeries(grid);
+  }
+
+  get name() {
+    const label = (this.state && this.state.label) || (this.latest && this.latest.label);
+    return label || (this.moduleId ? `${this.deviceId}/${this.moduleId}` : this.deviceId);
+  }
+
+  latestValues() {
+    const stateMs = this.state && this.state.lastSeen ? Date.parse(this.state.lastSeen) : null;
+    if (this.latest && (stateMs === null || this.latestMs >= stateMs)) return this.latest;
+    return (this.state && this.state.values) || this.latest || {};
+  }
+
+  lastSeenMs() {
+    const stateMs = this.state && this.state.lastSeen ? Date.parse(this.state.lastSeen) : NaN;
+    const a = Number.isFinite(stateMs) ? stateMs : null;
+    if (a === null) return this.lastMs;
+    return this.lastMs === null ? a : Math.max(a, this.lastMs);
+  }
+}
+
+class App {
+  constructor() {
+    this.streams = new Map();
+    this.range = "24h";
+    this.grid = new Grid({ rangeMs: RANGES[this.range], nowMs: Date.now() });
+    this.tilesEl = document.getElementById("tiles");
+    this.charts = new Charts(document.getElementById("charts"));
+    this.charts.onDrawn = () => this.maybeRendered();
+    this.statusEl = document.getElementById("connection");
+    this.messageEl = document.getElementById("message");
+    this.syncing = null;
+    this.syncAgain = false;
+    this.pending = [];
+    this.socketUp = false;
+    this.dirtyTiles = new Set();
+    this.tileFrame = 0;
+    this.chartKeys = [];
+    this.generation = 0;
+    this.duplicatesDropped = 0;
+  }
+
+  async start() {
+    this.bindRange();
+    matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => this.rebuildCharts());
+    let config;
+    try {
+      config = await loadConfig();
+    } catch (exc) {
+      this.setConnection("offline");
+      this.say(String(exc.message || exc));
+      return;
+    }
+    this.api = new Api(config);
+    this.rebuildCharts();
+    this.live = new Live({
+      api: this.api,
+      onMessage: (data) => this.onMessage(data),
+      onConnected: () => {
+        this.socketUp = true;
+        this.sync();
+      },
+      onState: (state) => {
+        if (state !== "connecting") this.socketUp = false;
+        this.setConnection(state);
+      },
+    });
+    this.live.start();
+    this.sync();
+    setInterval(() => this.tick(), 1000);
+  }
+
+  say(text) {
+    this.messageEl.textContent = text;
+    this.messageEl.hidden = !text;
+  }
+
+  setConnection(state) {
+    const shown = state === "live" && this.syncing ? "reconnecting" : state;
+    this.statusEl.textContent = shown;
+    this.statusEl.dataset.state = shown;
+    document.body.dataset.connection = shown;
+  }
+
+  bindRange() {
+    for (const input of document.querySelectorAll('input[name="range"]')) {
+      input.checked = input.value === this.range;
+      input.addEventListener("change", () => {
+        if (input.checked && input.value in RANGES) this.setRange(input.value);
+      });
+    }
+  }
+
+  setRange(range) {
+    this.range = range;
+    this.generation += 1;
+    for (const s of this.streams.values()) s.series.dispose();
+    this.grid = new Grid({ rangeMs: RANGES[range], nowMs: Date.now() });
+    for (const s of this.streams.values()) {
+      s.series = new StreamSeries(this.grid);
+      s.seen = new Seen();
+      s.lastMs = null;
+    }
+    this.rebuildCharts();
+    this.sync({ full: true });
+  }
+
+  /** Load state and history (all of the range, or since each stream's last reading). */
+  sync({ full = false } = {}) {
+    if (this.syncing) {
+      this.syncAgain = true;
+      this.syncFull = this.syncFull || full;
+      return this.syncing;
+    }
+    document.body.dataset.synced = "false";
+    document.body.dataset.rendered = "false";
+    this.setConnection(this.socketUp ? "live" : this.statusEl.dataset.state || "connecting");
+    this.syncing = this.syncOnce(full)
+      .catch((exc) => {
+        this.say(`Could not load from the API: ${exc.message || exc}`);
+      })
+      .finally(() => {
+        this.syncing = null;
+        const again = this.syncAgain;
+        const againFull = this.syncFull;
+        this.syncAgain = false;
+        this.syncFull = false;
+        if (again) {
+          this.sync({ full: againFull });
+          return;
+        }
+        this.drainPending();
+        document.body.dataset.synced = "true";
+        if (this.socketUp) this.setConnection("live");
+        this.maybeRendered();
+      });
+    return this.syncing;
+  }
+
+  async syncOnce(full) {
+    const gen = this.generation;
+    const devices = await this.api.devices();
+    if (gen !== this.generation) return;
+    for (const state of devices) {
+      if (state && state.deviceId !== undefined) this.applyState(state);
+    }
+    this.say("");
+    const now = Date.now();
+    const from = new Map(); // device id → earliest start any of its streams needs
+    for (const s of this.streams.values()) {
+      const start =
+        full || s.lastMs === null
+          ? this.grid.startMs
+          : Math.max(this.grid.startMs, s.lastMs - BACKFILL_MARGIN_MS);
+      from.set(s.deviceId, Math.min(from.get(s.deviceId) ?? Infinity, start));
+    }
+    const jobs = [...from.entries()];
+    let partial = 0;
+    const worker = async () => {
+      while (jobs.length) {
+        const [id, start] = jobs.shift();
+        const cut = await this.api.history(id, start, now + 60e3, (rows) => {
+          if (gen === this.generation) for (const r of rows) this.applyReading(r);
+        });
+        if (cut) partial += 1;
+      }
+    };
+    await Promise.all(Array.from({ length: HISTORY_CONCURRENCY }, worker));
+    if (partial) {
+      this.say(
+        `${partial} device(s) have more raw readings in this range than the page loads;` +
+          " their charts show the most recent part only.",
+      );
+    }
+  }
+
+  onMessage(data) {
+    if (!data || typeof data !== "object" || data.type !== "readings") return;
+    if (this.syncing) {
+      if (this.pending.length >= MAX_PENDING) this.syncAgain = true;
+      else this.pending.push(data);
+      return;
+    }
+    this.applyMessage(data);
+  }
+
+  drainPending() {
+    const pending = this.pending;
+    this.pending = [];
+    for (const data of pending) this.applyMessage(data);
+  }
+
+  applyMessage(data) {
+    if (data.devices && typeof data.devices === "object") {
+      for (const state of Object.values(data.devices)) {
+        if (state && state.deviceId !== undefined) this.applyState(state);
+      }
+    }
+    if (Array.isArray(data.readings)) for (const r of data.readings) this.applyReading(r);
+  }
+
+  stream(item) {
+    const key = streamKey(item);
+    let s = this.streams.get(key);
+    if (!s) {
+      s = new Stream(key, item, this.grid);
+      this.streams.set(key, s);
+      s.tile = new Tile(s, (st) => this.exportCsv(st));
+      this.placeTile(s);
+      this.streamsChanged = true;
+    }
+    return s;
+  }
+
+  placeTile(s) {
+    const keys = [...this.streams.keys()].sort();
+    const next = keys[keys.indexOf(s.key) + 1];
+    const before = next === undefined ? null : this.streams.get(next).tile.root;
+    this.tilesEl.insertBefore(s.tile.root, before && before.parentNode ? before : null);
+    document.getElementById("empty").hidden = true;
+  }
+
+  applyState(state) {
+    const s = this.stream(state);
+    s.state = state;
+    this.touchTile(s);
+  }
+
+  applyReading(r) {
+    if (!r || typeof r !== "object" || r.deviceId === undefined) return;
+    const ms = Date.parse(r.ts);
+    if (!Number.isFinite(ms)) return;
+    const s = this.stream(r);
+    if (!s.seen.accept(r.boot, r.seq, ms)) {
+      this.duplicatesDropped += 1;
+      return;
+    }
+    s.interval.note(ms);
+    if (s.lastMs === null || ms > s.lastMs) s.lastMs = ms;
+    if (s.latestMs === null || ms >= s.latestMs) {
+      s.latest = r;
+      s.latestMs = ms;
+    }
+    if (s.series.add(ms, r)) {
+      for (const q of QUANTITIES) if (valueOf(q, r) !== null) this.touchChart(q.key);
+    }
+    this.touchTile(s);
+  }
+
+  touchChart(key) {
+    if (this.streamsChanged || !this.chartKeys.includes(key)) {
+      this.scheduleRebuild();
+      return;
+    }
+    this.charts.touch(key);
+  }
+
+  scheduleRebuild() {
+    if (this.rebuildTimer) return;
+    this.rebuildTimer = setTimeout(() => {
+      this.rebuildTimer = 0;
+      this.rebuildCharts();
+    }, 100);
+  }
+
+  shownQuantities() {
+    return QUANTITIES.filter(
+      (q) => q.always || [...this.streams.values()].some((s) => s.series.present.has(q.key)),
+    );
+  }
+
+  rebuildCharts() {
+    this.streamsChanged = false;
+    const list = [...this.streams.values()].sort((a, b) => (a.key < b.key ? -1 : 1));
+    const quantities = this.shownQuantities();
+    this.chartKeys = quantities.map((q) => q.key);
+    this.charts.rebuild(this.grid, quantities, list);
+    this.maybeRendered();
+  }
+
+  touchTile(s) {
+    this.dirtyTiles.add(s);
+    if (!this.tileFrame) this.tileFrame = requestAnimationFrame(() => this.drawTiles());
+  }
+
+  drawTiles() {
+    this.tileFrame = 0;
+    const now = Date.now();
+    const quantities = QUANTITIES;
+    for (const s of this.dirtyTiles) s.tile.update(quantities, now);
+    this.dirtyTiles.clear();
+    this.maybeRendered();
+  }
+
+  tick() {
+    const now = Date.now();
+    if (this.grid.advance(now)) this.charts.touch();
+    for (const s of this.streams.values()) s.tile.tick(now);
+  }
+
+  /** `data-rendered` on body once loaded and every tile and chart is drawn (tests, bench). */
+  maybeRendered() {
+    const done =
+      !this.syncing &&
+      !this.rebuildTimer &&
+      !this.streamsChanged &&
+      !this.charts.pending &&
+      this.dirtyTiles.size === 0 &&
+      document.body.dataset.synced === "true";
+    if (done && document.body.dataset.rendered !== "true") {
+      document.body.dataset.rendered = "true";
+      if (!this.markedFirst) performance.mark("enviromon:rendered");
+      this.markedFirst = true;
+    }
+  }
+
+  exportCsv(stream) {
+    const quantities = this.shownQuantities();
+    const text = toCsv(stream, quantities, stream.series.rows());
+    download(fileName(stream.key, this.range), text);
+  }
+}
+
+new App().start();
