@@ -1,6 +1,6 @@
 // The metrics table (contract/metrics.json, copied into dashboard/contract by `make contract`)
 // drives every label, unit and number of decimals on the page: none is written in HTML.
-import table from "../contract/metrics.json";
+import table from "../contract/metrics.json" with { type: "json" };
 import { absoluteHumidity, dewPoint } from "./derived.js";
 
 /** Metrics every tile and chart shows, even before a value arrives (the edge sends them). */

@@ -83,7 +83,7 @@ export class Tile {
     const latest = s.latest || {};
     const name = state.label || latest.label || s.deviceId;
     this.name.textContent = name;
-    this.button.setAttribute("aria-label", `Export the shown history of ${name} as CSV`);
+    this.button.setAttribute("aria-label", `Export CSV of the shown history of ${name}`);
     this.ids.textContent = s.moduleId ? `${s.deviceId} / ${s.moduleId}` : s.deviceId;
     const source = state.source ?? latest.source ?? null;
     const simulated = !REAL_SOURCES.has(source);
