@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 
 from enviromon_sim.dashboard.errors import ConfigError
 
-#: Not 8080 (the local Web PubSub) nor 7071 (the sink's local API).
-DEFAULT_PORT = 8090
+#: Not 8080 (the local Web PubSub) nor 7071 (the sink's local API); the port `make demo` uses.
+DEFAULT_PORT = 8070
 DEFAULT_DIR = Path("dashboard/dist")
 DEFAULT_HUB = "enviromon"
 _HUB_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
