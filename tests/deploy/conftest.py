@@ -55,32 +55,27 @@ def _solution(root: Path) -> Path:
     return sol
 
 
-@pytest.fixture(scope="session")
-def expanded(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, bool], Expanded]:
-    """Every template expanded for every platform by the real iotedgedev 3.3.9."""
-    if not IOTEDGEDEV.exists():
-        message = f"{IOTEDGEDEV.relative_to(REPO)} is missing: run `make tools`"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    root = tmp_path_factory.mktemp("genconfig")
-    sol = _solution(root)
-    home = root / "home"
-    (home / ".iotedgedev").mkdir(parents=True)
-    # Without this file iotedgedev asks about telemetry and then tries to upload it.
-    (home / ".iotedgedev" / "setting.ini").write_text(
-        "[DEFAULT]\nfirsttime = no\ncollect_telemetry = no\n"
-    )
-    # A clean environment: a CONTAINER_REGISTRY_* exported in the caller's shell would win
-    # over the .env file above.
-    env = {"HOME": str(home), "PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8"}
-    results = {}
-    for platform, debug in CASES:
-        template = TEMPLATES[debug]
+class Genconfig:
+    """iotedgedev's ``solution genconfig`` on a scratch copy of edge/, with a stand-in .env."""
+
+    def __init__(self, root: Path) -> None:
+        self.solution = _solution(root)
+        home = root / "home"
+        (home / ".iotedgedev").mkdir(parents=True)
+        # Without this file iotedgedev asks about telemetry and then tries to upload it.
+        (home / ".iotedgedev" / "setting.ini").write_text(
+            "[DEFAULT]\nfirsttime = no\ncollect_telemetry = no\n"
+        )
+        # A clean environment: a CONTAINER_REGISTRY_* exported in the caller's shell would
+        # win over the .env file.
+        self._env = {"HOME": str(home), "PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8"}
+
+    def run(self, template: str, platform: str) -> tuple[dict[str, Any], str]:
+        """Expand ``template`` (a file in the scratch solution): the manifest and the output."""
         done = subprocess.run(
             [str(IOTEDGEDEV), "solution", "genconfig", "-f", template, "-P", platform, _STRICT],
-            cwd=sol,
-            env=env,
+            cwd=self.solution,
+            env=self._env,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -90,12 +85,27 @@ def expanded(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, bool],
         output = done.stdout + done.stderr
         assert done.returncode == 0, f"genconfig {template} -P {platform} failed:\n{output}"
         stem = template.removesuffix(".template.json")
-        written = sol / "config" / f"{stem}.{platform}.json"
+        written = self.solution / "config" / f"{stem}.{platform}.json"
         assert written.exists(), f"genconfig wrote no {written.name}:\n{output}"
-        results[(platform, debug)] = Expanded(
-            platform=platform,
-            debug=debug,
-            manifest=json.loads(written.read_text(encoding="utf-8")),
-            output=output,
-        )
+        return json.loads(written.read_text(encoding="utf-8")), output
+
+
+@pytest.fixture(scope="session")
+def genconfig(tmp_path_factory: pytest.TempPathFactory) -> Genconfig:
+    """The real iotedgedev 3.3.9 from .venv-tools/, ready to expand templates."""
+    if not IOTEDGEDEV.exists():
+        message = f"{IOTEDGEDEV.relative_to(REPO)} is missing: run `make tools`"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return Genconfig(tmp_path_factory.mktemp("genconfig"))
+
+
+@pytest.fixture(scope="session")
+def expanded(genconfig: Genconfig) -> dict[tuple[str, bool], Expanded]:
+    """Every template expanded for every platform."""
+    results = {}
+    for platform, debug in CASES:
+        manifest, output = genconfig.run(TEMPLATES[debug], platform)
+        results[(platform, debug)] = Expanded(platform, debug, manifest, output)
     return results

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from .conftest import CASES, ENV_FILE, Expanded, case_id
+from .conftest import CASES, ENV_FILE, Expanded, Genconfig, case_id
 from .manifest_rules import (
     EDGE,
     MODULE,
@@ -92,3 +92,16 @@ def test_release_and_debug_differ_only_in_image_port_and_log_level(expanded: dic
             settings["image"] = settings["image"].removesuffix(".debug")
             module["env"].pop("ENVIRO_LOG_LEVEL", None)
         assert debug == release, platform
+
+
+def test_iotedgedev_alone_lets_a_privileged_module_through(genconfig: Genconfig) -> None:
+    """iotedgedev --fail-on-validation-error passes "Privileged": "notabool"; ours refuse it."""
+    template = json.loads((EDGE / "deployment.template.json").read_text(encoding="utf-8"))
+    module = template["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"][MODULE]
+    module["settings"]["createOptions"]["HostConfig"]["Privileged"] = "notabool"
+    (genconfig.solution / "privileged.template.json").write_text(json.dumps(template))
+    manifest, _ = genconfig.run("privileged.template.json", "arm64v8")  # exit 0 is asserted
+    assert check_manifest(manifest) == [
+        "enviro_sensor: createOptions HostConfig.Privileged is set; a module never runs "
+        "privileged (map the devices it needs under HostConfig.Devices instead)"
+    ]
