@@ -74,7 +74,7 @@ def test_key_is_generated_once_and_kept(tmp_path: Path) -> None:
 
 
 def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
-    """Serving on a port already taken exits 1 instead of hanging."""
+    """Serving on a port already taken exits 3 (EXIT_PORT_IN_USE) instead of hanging."""
     import socket
 
     with socket.socket() as taken:
@@ -88,7 +88,7 @@ def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
             timeout=30,
             check=False,
         )
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert result.stdout == "" and "cannot listen" in result.stderr
 
 

@@ -1,7 +1,9 @@
 """The `enviromon` command: runs the local stand-ins.
 
 Shaped like `az iot hub`: `enviromon hub serve`, `enviromon hub device add pi-1`, ...,
-and `enviromon pubsub serve`. Each service registers its own sub-commands.
+and `enviromon pubsub serve`; the operator's commands (`enviromon device`, `twin`,
+`monitor-events`, `calibrate`) work against the local hub or a real one. Each part registers
+its own sub-commands.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     from enviromon_sim.dashboard import cli as dashboard_cli
     from enviromon_sim.demo import cli as demo_cli
     from enviromon_sim.iothub import cli as hub_cli
+    from enviromon_sim.ops import cli as ops_cli
     from enviromon_sim.webpubsub import cli as pubsub_cli
 
     hub_cli.register(services)
     pubsub_cli.register(services)
     demo_cli.register(services)
     dashboard_cli.register(services)
+    ops_cli.register(services)
     return parser
 
 

@@ -3,9 +3,15 @@
 Every request needs ``Authorization: Bearer <admin_token>`` (the token is in ``hub.json``
 in the state dir, mode 0600), because the registry hands out device keys.
 
+Ids in paths are percent-encoded (``%`` is a legal id character: ``odd%41`` travels as
+``odd%2541``); aiohttp decodes each path segment once.
+
 Routes (JSON in, JSON out; errors are ``{"error": "..."}`` with a 4xx/5xx status):
 - ``GET  /devices``                              every device and module id
 - ``PUT  /devices/{d}`` / ``/devices/{d}/modules/{m}``     register (201; 409 if present)
+- ``GET  /devices/{d}[/modules/{m}]``            one identity: ids, modules, connection state
+- ``DELETE /devices/{d}[/modules/{m}]``          delete (a device with its modules), its twin
+  and session; a live connection is closed
 - ``GET  /devices/{d}[/modules/{m}]/connection-string``
 - ``GET  /twins/{d}[/modules/{m}]``              twin (service view)
 - ``PATCH /twins/{d}[/modules/{m}]``             desired patch; returns the twin
@@ -130,6 +136,34 @@ async def add_device(request: web.Request) -> web.Response:
     )
 
 
+async def show_device(request: web.Request) -> web.Response:
+    """One device or module, shaped like ``az iot hub device-identity show`` (without keys)."""
+    hub = request.app[HUB_KEY]
+    identity = _identity(request)
+    creds = hub.registry.get(identity)  # DeviceNotFoundError -> 404
+    core = hub.core
+    online = core is not None and core.online(identity)
+    view: dict[str, Any] = {"deviceId": identity.device_id}
+    if identity.module_id is None:
+        view["modules"] = [
+            i.module_id
+            for i in hub.registry.list()
+            if i.device_id == identity.device_id and i.module_id is not None
+        ]
+    else:
+        view["moduleId"] = identity.module_id
+        view["generationId"] = creds.generation_id
+    view["authentication"] = {"type": "sas"}
+    view["connectionState"] = "Connected" if online else "Disconnected"
+    return web.json_response(view)
+
+
+async def delete_device(request: web.Request) -> web.Response:
+    """Delete a device (and its modules) or a module."""
+    removed = _core(request).delete(_identity(request))
+    return web.json_response({"deleted": [i.client_id for i in removed]})
+
+
 async def get_connection_string(request: web.Request) -> web.Response:
     """The connection string of a device or module."""
     hub = request.app[HUB_KEY]
@@ -225,6 +259,8 @@ def make_admin_app(hub: Hub) -> web.Application:
     app[HUB_KEY] = hub
     for prefix in ("/devices/{d}", "/devices/{d}/modules/{m}"):
         app.router.add_put(prefix, add_device)
+        app.router.add_get(prefix, show_device)
+        app.router.add_delete(prefix, delete_device)
         app.router.add_get(prefix + "/connection-string", get_connection_string)
     for prefix in ("/twins/{d}", "/twins/{d}/modules/{m}"):
         app.router.add_get(prefix, get_twin)

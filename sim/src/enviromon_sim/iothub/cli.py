@@ -23,58 +23,23 @@ import logging
 import os
 import signal
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from enviromon_sim.iothub.errors import DeviceExistsError, HubError, HubNotRunningError
-from enviromon_sim.iothub.hub import Hub, HubConfig, read_state
+from enviromon_sim.exitcodes import EXIT_PORT_IN_USE
+from enviromon_sim.iothub.adminclient import AdminClient, admin_path
+from enviromon_sim.iothub.errors import (
+    DeviceExistsError,
+    HubError,
+    HubNotRunningError,
+    PortInUseError,
+)
+from enviromon_sim.iothub.hub import Hub, HubConfig
 from enviromon_sim.iothub.registry import Registry, connection_string
 from enviromon_sim.iothub.topics import Identity
 
 DEFAULT_STATE_DIR = ".enviromon/hub"
 logger = logging.getLogger(__name__)
-
-
-class AdminClient:
-    """A tiny client of the running hub's admin API."""
-
-    def __init__(self, state_dir: Path) -> None:
-        """Find the running hub from ``hub.json``; raise HubNotRunningError if there is none."""
-        state = read_state(state_dir)
-        if not state or not state.get("admin_url"):
-            raise HubNotRunningError(f"no running hub found in {state_dir}")
-        self.url = str(state["admin_url"])
-        self.token = str(state["admin_token"])
-        try:
-            self.request("GET", "/devices", timeout=3)
-        except OSError as exc:
-            raise HubNotRunningError(f"hub at {self.url} does not answer: {exc}") from exc
-
-    def request(self, method: str, path: str, body: Any = None, *, timeout: float = 30) -> Any:
-        """Send one request; return the decoded JSON, or raise HubError with the hub's message."""
-        data = None if body is None else json.dumps(body).encode("utf-8")
-        req = urllib.request.Request(  # noqa: S310 - the URL is the local hub's, from hub.json
-            self.url + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
-                return json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            try:
-                message = json.loads(exc.read()).get("error", exc.reason)
-            except ValueError:
-                message = exc.reason
-            raise HubError(f"hub answered {exc.code}: {message}") from exc
-
-
-def _path(identity: Identity, root: str) -> str:
-    base = f"/{root}/{identity.device_id}"
-    return f"{base}/modules/{identity.module_id}" if identity.module_id else base
 
 
 def _identity(args: argparse.Namespace) -> Identity:
@@ -106,7 +71,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         hub = Hub(config)
-        await hub.start()
+        try:
+            await hub.start()
+        except BaseException:
+            await hub.stop()  # close whatever listener opened before the one that failed
+            raise
         print(f"local IoT Hub '{config.hostname}': MQTT/TLS on {config.host}:{hub.mqtt_port}")
         if hub.proxy_port:
             print(f"HTTP CONNECT tunnel: {config.host}:{hub.proxy_port}")
@@ -124,7 +93,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         finally:
             await hub.stop()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except PortInUseError as exc:
+        print(
+            f"error: {exc}; stop what uses it, or choose another port (0 = any free)",
+            file=sys.stderr,
+        )
+        return EXIT_PORT_IN_USE
+    except OSError as exc:  # e.g. a port below 1024 without the right to bind it
+        print(f"error: cannot start the hub: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -153,8 +132,8 @@ def cmd_device_add(args: argparse.Namespace) -> int:
         return 0
     known = set(client.request("GET", "/devices")["devices"])
     if identity.module_id is not None and identity.device_id not in known:
-        client.request("PUT", _path(Identity(identity.device_id), "devices"))
-    print(client.request("PUT", _path(identity, "devices"))["connectionString"])
+        client.request("PUT", admin_path(Identity(identity.device_id), "devices"))
+    print(client.request("PUT", admin_path(identity, "devices"))["connectionString"])
     return 0
 
 
@@ -167,7 +146,7 @@ def cmd_connection_string(args: argparse.Namespace) -> int:
         registry = Registry(state_dir / "registry.json")
         print(connection_string(args.hostname, registry.get(identity)))
     else:
-        path = _path(identity, "devices") + "/connection-string"
+        path = admin_path(identity, "devices") + "/connection-string"
         print(client.request("GET", path)["connectionString"])
     return 0
 
@@ -175,7 +154,7 @@ def cmd_connection_string(args: argparse.Namespace) -> int:
 def cmd_twin_show(args: argparse.Namespace) -> int:
     """Print a twin."""
     client = AdminClient(Path(args.state_dir))
-    _print_json(client.request("GET", _path(_identity(args), "twins")))
+    _print_json(client.request("GET", admin_path(_identity(args), "twins")))
     return 0
 
 
@@ -186,7 +165,7 @@ def cmd_twin_set(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise HubError(f"patch is not valid JSON: {exc}") from exc
     client = AdminClient(Path(args.state_dir))
-    _print_json(client.request("PATCH", _path(_identity(args), "twins"), patch))
+    _print_json(client.request("PATCH", admin_path(_identity(args), "twins"), patch))
     return 0
 
 
@@ -199,7 +178,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     client = AdminClient(Path(args.state_dir))
     body = {"methodName": args.method, "payload": payload, "responseTimeoutInSeconds": args.timeout}
     result = client.request(
-        "POST", _path(_identity(args), "methods"), body, timeout=args.timeout + 10
+        "POST", admin_path(_identity(args), "methods"), body, timeout=args.timeout + 10
     )
     _print_json(result)
     return 0 if 200 <= int(result["status"]) < 300 else 1

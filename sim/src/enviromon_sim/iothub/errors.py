@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class HubError(Exception):
     """Root of every error the local hub raises."""
@@ -41,3 +43,28 @@ class MethodTimeoutError(HubError, TimeoutError):
 
 class HubNotRunningError(HubError, ConnectionError):
     """The CLI found no running hub to talk to."""
+
+
+class AdminApiError(HubError):
+    """The admin API answered with an error status (kept in ``status``)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        """``status`` is the HTTP status; ``message`` says what the hub answered."""
+        super().__init__(message)
+        self.status = status
+
+
+class PortInUseError(HubError, OSError):
+    """A listener's port is taken by another process (``EADDRINUSE``)."""
+
+    def __init__(self, what: str, host: str, port: int) -> None:
+        """``what`` names the listener (``MQTT``, ``admin API``...)."""
+        OSError.__init__(
+            self, errno.EADDRINUSE, f"cannot listen on {host}:{port} ({what}): address in use"
+        )
+        self.what = what
+        self.host = host
+        self.port = port
+
+    def __str__(self) -> str:
+        return str(self.strerror)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import ipaddress
 import json
 import logging
@@ -24,13 +25,14 @@ import secrets
 import ssl
 import stat
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
 
+from enviromon_sim.iothub.errors import PortInUseError
 from enviromon_sim.iothub.eventlog import EventLog
 from enviromon_sim.iothub.registry import Credentials, Registry, connection_string
 from enviromon_sim.iothub.server import HubCore
@@ -129,8 +131,13 @@ class Hub:
 
             runner = web.AppRunner(make_admin_app(self), access_log=None)
             await runner.setup()
-            site = web.TCPSite(runner, self.config.host, self.admin_port or self.config.admin_port)
-            await site.start()
+            port = self.admin_port or self.config.admin_port
+            site = web.TCPSite(runner, self.config.host, port)
+            try:
+                await _listen("admin API", self.config.host, port, site.start())
+            except PortInUseError:
+                await runner.cleanup()
+                raise
             self.admin_port = _site_port(runner)
             self._runners.append(runner)
             if self.config.workload_socket is not None:
@@ -153,15 +160,21 @@ class Hub:
         assert self.core is not None
         host = self.config.host
         if mqtt_port is not None:
-            srv = await asyncio.start_server(
-                self.core.serve, host, mqtt_port, ssl=self._ssl, ssl_handshake_timeout=10
+            srv = await _listen(
+                "MQTT",
+                host,
+                mqtt_port,
+                asyncio.start_server(
+                    self.core.serve, host, mqtt_port, ssl=self._ssl, ssl_handshake_timeout=10
+                ),
             )
             self.mqtt_port = srv.sockets[0].getsockname()[1]
             self._servers.append(srv)
         if proxy_port is not None and self._tunnel is None:
             # The tunnel stays open across restarts (see tunnel.py for why).
-            self._tunnel = Tunnel(host=host, port=proxy_port, target=lambda: self.mqtt_port)
-            await self._tunnel.start()
+            tunnel = Tunnel(host=host, port=proxy_port, target=lambda: self.mqtt_port)
+            await _listen("HTTP CONNECT tunnel", host, proxy_port, tunnel.start())
+            self._tunnel = tunnel
             self.proxy_port = self._tunnel.port
 
     async def _close_mqtt(self) -> None:
@@ -235,6 +248,16 @@ class Hub:
     def add(self, identity: Identity) -> Credentials:
         """Register (if needed) a device or module; return its credentials."""
         return self.registry.ensure(identity)
+
+
+async def _listen(what: str, host: str, port: int, opening: Awaitable[T]) -> T:
+    """Await ``opening`` (a listener being bound); a taken port becomes PortInUseError."""
+    try:
+        return await opening
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(what, host, port) from exc
+        raise
 
 
 def _is_loopback(host: str) -> bool:

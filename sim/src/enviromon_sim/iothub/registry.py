@@ -119,6 +119,25 @@ class Registry:
                 raise DeviceNotFoundError(f"no module {identity.client_id!r}")
             return Credentials(identity, module["key"], module["generationId"])
 
+    def remove(self, identity: Identity) -> list[Identity]:
+        """Delete a module, or a device with all its modules; return the identities removed."""
+        with self._lock:
+            self._load()
+            device = self._devices.get(identity.device_id)
+            if device is None:
+                raise DeviceNotFoundError(f"no device {identity.device_id!r}")
+            if identity.module_id is not None:
+                if identity.module_id not in device["modules"]:
+                    raise DeviceNotFoundError(f"no module {identity.client_id!r}")
+                del device["modules"][identity.module_id]
+                removed = [identity]
+            else:
+                removed = [Identity(identity.device_id)]
+                removed += [Identity(identity.device_id, m) for m in sorted(device["modules"])]
+                del self._devices[identity.device_id]
+            self._save()
+            return removed
+
     def list(self) -> list[Identity]:
         """Every device and module, devices first within each device."""
         with self._lock:

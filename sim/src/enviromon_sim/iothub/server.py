@@ -233,6 +233,21 @@ class HubCore:
         """Connection handler tasks running, authenticated or not (a leak shows here)."""
         return len(self._handlers)
 
+    def delete(self, identity: Identity) -> list[Identity]:
+        """Delete a device (with its modules) or a module: registry, twin, session, connection.
+
+        Returns the identities removed; a live connection of any of them is aborted, as IoT
+        Hub disconnects a deleted device.
+        """
+        removed = self.registry.remove(identity)
+        for gone in removed:
+            self.twins.remove(gone)
+            session = self.sessions.pop(gone.client_id, None)
+            if session is not None and session.connection is not None:
+                session.connection.abort()
+        self.save_sessions()
+        return removed
+
     def online(self, identity: Identity) -> bool:
         """Whether ``identity`` has a live connection."""
         session = self.sessions.get(identity.client_id)

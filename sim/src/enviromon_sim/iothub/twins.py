@@ -153,3 +153,9 @@ class TwinStore:
     def patch_reported(self, identity: Identity, patch: dict[str, Any]) -> int:
         """Apply a reported patch; return the new reported ``$version``."""
         return self._patch(identity, "reported", patch)
+
+    def remove(self, identity: Identity) -> None:
+        """Forget the twin of ``identity`` (its device or module was deleted)."""
+        with self._lock:
+            if self._twins.pop(identity.client_id, None) is not None:
+                self._save()

@@ -12,9 +12,11 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
+from enviromon_sim.exitcodes import EXIT_PORT_IN_USE, is_port_in_use
 from enviromon_sim.webpubsub.server import WebPubSubServer, generate_access_key
 
 logger = logging.getLogger(__name__)
@@ -67,7 +69,17 @@ def _serve_command(args: argparse.Namespace) -> int:
     try:
         asyncio.run(_serve(server))
     except OSError as exc:
-        logger.error("cannot listen on %s:%s: %s", args.host, args.port, exc)
+        if is_port_in_use(exc):
+            print(
+                f"error: cannot listen on {args.host}:{args.port} (Web PubSub): address in use;"
+                " stop what uses it, or choose another --port (0 = any free)",
+                file=sys.stderr,
+            )
+            return EXIT_PORT_IN_USE
+        print(
+            f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -1,0 +1,350 @@
+"""The operator's commands, shaped like ``az iot hub``, for the local hub or a real one.
+
+- ``enviromon device add|list|show|delete ID [--module M]``
+- ``enviromon twin show ID`` / ``enviromon twin update ID --desired '{...}'``
+- ``enviromon monitor-events [--device-id D] [--module-id M] [--timeout S] [--count N]``
+- ``enviromon calibrate DEVICE[/MODULE] --temperature 21.3 [--humidity 48] [--pressure 1012]``
+
+Which hub: ``--login CONNECTION_STRING`` or ``IOTHUB_CONNECTION_STRING`` (a shared access
+policy of a real IoT Hub) selects Azure; otherwise the local hub whose state is in
+``--state-dir`` (default ``.enviromon/hub`` or ``$ENVIROMON_HUB_STATE``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from enviromon_sim.exitcodes import EXIT_TIMEOUT
+from enviromon_sim.iothub.errors import HubError
+from enviromon_sim.iothub.topics import Identity
+from enviromon_sim.ops.calibrate import (
+    EventLogReadings,
+    Outcome,
+    ReadingSource,
+    SinkApiReadings,
+    calibrate,
+)
+from enviromon_sim.ops.errors import ConfigurationError, OpsError, WaitTimeoutError
+from enviromon_sim.ops.events import Arrived, azure_events, event_view, local_events, matches
+from enviromon_sim.ops.service import HubService
+
+LOGIN_ENV = "IOTHUB_CONNECTION_STRING"
+EVENTS_ENV = "IOTHUB_EVENTS_CONNECTION"
+API_ENV = "ENVIROMON_API_URL"
+STATE_ENV = "ENVIROMON_HUB_STATE"
+DEFAULT_STATE_DIR = ".enviromon/hub"
+
+
+def _login(args: argparse.Namespace) -> str | None:
+    value = args.login or os.environ.get(LOGIN_ENV, "")
+    return value.strip() or None
+
+
+def service_for(args: argparse.Namespace) -> HubService:
+    """The hub the options name: Azure with a connection string, else the local one."""
+    login = _login(args)
+    if login is not None:
+        from enviromon_sim.ops.azurehub import AzureHub
+
+        return AzureHub(connection_string=login)
+    from enviromon_sim.ops.local import LocalHub
+
+    return LocalHub(state_dir=Path(args.state_dir), hostname=args.hostname)
+
+
+def _identity(args: argparse.Namespace) -> Identity:
+    identity = Identity.parse(args.id)
+    module = getattr(args, "module", None)
+    if module:
+        if identity.module_id:
+            raise OpsError("give the module either as pi-1/module or with --module, not both")
+        identity = Identity(identity.device_id, module)
+    return identity
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True), flush=True)
+
+
+# ----- device and twin ------------------------------------------------------------------
+
+
+def cmd_device_add(args: argparse.Namespace) -> int:
+    """Register and print the connection string."""
+    print(service_for(args).add(_identity(args)))
+    return 0
+
+
+def cmd_device_list(args: argparse.Namespace) -> int:
+    """Print every device and module id, one a line (``--json``: a JSON list)."""
+    ids = [str(i) for i in service_for(args).list_identities()]
+    if args.json:
+        _print_json(ids)
+    else:
+        for cid in ids:
+            print(cid)
+    return 0
+
+
+def cmd_device_show(args: argparse.Namespace) -> int:
+    """Print one device or module."""
+    _print_json(service_for(args).show(_identity(args)))
+    return 0
+
+
+def cmd_device_delete(args: argparse.Namespace) -> int:
+    """Delete and print what went."""
+    for gone in service_for(args).delete(_identity(args)):
+        print(f"deleted {gone}")
+    return 0
+
+
+def cmd_twin_show(args: argparse.Namespace) -> int:
+    """Print a twin."""
+    _print_json(service_for(args).get_twin(_identity(args)))
+    return 0
+
+
+def cmd_twin_update(args: argparse.Namespace) -> int:
+    """Patch desired properties and print the twin."""
+    try:
+        patch = json.loads(args.desired)
+    except ValueError as exc:
+        raise OpsError(f"--desired is not valid JSON: {exc}") from exc
+    if not isinstance(patch, dict):
+        raise OpsError("--desired must be a JSON object")
+    _print_json(service_for(args).patch_desired(_identity(args), patch))
+    return 0
+
+
+# ----- monitor-events -------------------------------------------------------------------
+
+
+def _events(args: argparse.Namespace, stop: Callable[[], bool]) -> Iterator[Arrived]:
+    events = args.events_connection_string or os.environ.get(EVENTS_ENV, "").strip()
+    if events:
+        return azure_events(
+            events, consumer_group=args.consumer_group, from_start=args.from_start, stop=stop
+        )
+    if _login(args) is not None:
+        raise ConfigurationError(
+            f"monitor-events on a real IoT Hub reads its Event Hub-compatible endpoint: give"
+            f" --events-connection-string or {EVENTS_ENV} (IoT Hub → Built-in endpoints)"
+        )
+    path = Path(args.state_dir) / "events.sqlite"
+    return local_events(path, from_start=args.from_start, stop=stop)
+
+
+def cmd_monitor_events(args: argparse.Namespace) -> int:
+    """Print events as they arrive until the timeout, the count, or Ctrl-C."""
+    deadline = time.monotonic() + args.timeout if args.timeout > 0 else float("inf")
+    printed = 0
+
+    def stop() -> bool:
+        return time.monotonic() >= deadline or (args.count is not None and printed >= args.count)
+
+    device = args.device_id
+    module = args.module_id
+    for event in _events(args, stop):
+        if not matches(event, device, module):
+            continue
+        _print_json(event_view(event))
+        printed += 1
+        if stop():
+            break
+    if args.count is not None and printed < args.count:
+        print(
+            f"timed out after {args.timeout:g} s: {printed} of {args.count} events", file=sys.stderr
+        )
+        return EXIT_TIMEOUT
+    return 0
+
+
+# ----- calibrate ------------------------------------------------------------------------
+
+
+def _readings(args: argparse.Namespace) -> ReadingSource:
+    api = args.api or os.environ.get(API_ENV, "").strip()
+    if api:
+        return SinkApiReadings(base_url=api)
+    if _login(args) is not None:
+        raise ConfigurationError(
+            f"calibrate on a real IoT Hub reads the latest reading from the sink's API: give"
+            f" --api https://<function app>.azurewebsites.net/api (or {API_ENV})"
+        )
+    return EventLogReadings(path=Path(args.state_dir) / "events.sqlite")
+
+
+def _summary(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "version": outcome.version,
+        "changes": [
+            {
+                "quantity": c.key,
+                "reported": c.reported,
+                "reference": c.reference,
+                "slope": c.slope,
+                "oldIntercept": c.old_intercept,
+                "newIntercept": c.new_intercept,
+            }
+            for c in outcome.changes
+        ],
+        "reading": None
+        if outcome.reading is None
+        else {"values": dict(outcome.reading.values), "calibration": outcome.reading.calibration},
+    }
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Compute new intercepts from reference values, patch the twin, wait for the result."""
+    references = {
+        key: value
+        for key in ("temperature", "humidity", "pressure")
+        if (value := getattr(args, key)) is not None
+    }
+    identity = _identity(args)
+    say: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        outcome = calibrate(
+            service=service_for(args),
+            readings=_readings(args),
+            identity=identity,
+            references=references,
+            timeout=args.timeout,
+            wait=not args.no_wait,
+            say=say,
+        )
+    except WaitTimeoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    if args.json:
+        _print_json(_summary(outcome))
+        return 0
+    for c in outcome.changes:
+        print(
+            f"{c.key}: reported {c.reported:g}, reference {c.reference:g}: intercept"
+            f" {c.old_intercept:g} -> {c.new_intercept:g} (slope {c.slope:g})"
+        )
+    if outcome.reading is None:
+        print(f"twin patched: desired version {outcome.version}")
+    else:
+        shown = ", ".join(
+            f"{k} {outcome.reading.values[k]:g}" for k in references if k in outcome.reading.values
+        )
+        print(f"calibration version {outcome.version} applied: {shown}")
+    return 0
+
+
+# ----- wiring ---------------------------------------------------------------------------
+
+
+def _run(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return int(handler(args))
+        except (OpsError, HubError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+    return wrapped
+
+
+def hub_options() -> argparse.ArgumentParser:
+    """``--login``, ``--state-dir``, ``--hostname``: which hub (a parent parser)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(
+        "--login",
+        help=f"a real IoT Hub's connection string (default: ${LOGIN_ENV}; unset: the local hub)",
+    )
+    state_default = os.environ.get(STATE_ENV, DEFAULT_STATE_DIR)
+    parser.add_argument(
+        "--state-dir",
+        default=state_default,
+        help=f"the local hub's state dir (default: {state_default})",
+    )
+    parser.add_argument(
+        "--hostname", default="localhost", help="the local hub's host name (default: localhost)"
+    )
+    return parser
+
+
+def register(services: argparse._SubParsersAction[Any]) -> None:
+    """Add ``device``, ``twin``, ``monitor-events`` and ``calibrate`` to `enviromon`."""
+    common = hub_options()
+
+    device = services.add_parser("device", help="devices and modules (az iot hub device-identity)")
+    cmds = device.add_subparsers(dest="device_command", required=True, metavar="COMMAND")
+    for name, handler, text in (
+        ("add", cmd_device_add, "register; prints the connection string"),
+        ("show", cmd_device_show, "one device or module (never its keys)"),
+        ("delete", cmd_device_delete, "delete a module, or a device with its modules"),
+    ):
+        sub = cmds.add_parser(name, help=text, parents=[common])
+        sub.add_argument("id", help="device id, or device/module")
+        sub.add_argument("--module", help="the device's module")
+        sub.set_defaults(handler=_run(handler))
+    listing = cmds.add_parser("list", help="every device and module id", parents=[common])
+    listing.add_argument("--json", action="store_true", help="print a JSON list")
+    listing.set_defaults(handler=_run(cmd_device_list))
+
+    twin = services.add_parser("twin", help="device and module twins (az iot hub module-twin)")
+    twin_cmds = twin.add_subparsers(dest="twin_command", required=True, metavar="COMMAND")
+    show = twin_cmds.add_parser("show", help="print a twin", parents=[common])
+    show.add_argument("id", help="device id, or device/module")
+    show.set_defaults(handler=_run(cmd_twin_show))
+    update = twin_cmds.add_parser("update", help="patch desired properties", parents=[common])
+    update.add_argument("id", help="device id, or device/module")
+    update.add_argument("--desired", required=True, help="desired patch, JSON (null deletes)")
+    update.set_defaults(handler=_run(cmd_twin_update))
+
+    mon = services.add_parser(
+        "monitor-events",
+        help="print telemetry as it arrives (az iot hub monitor-events)",
+        parents=[common],
+    )
+    mon.add_argument("-d", "--device-id", help="only this device")
+    mon.add_argument("-m", "--module-id", help="only this module")
+    mon.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to listen; 0 = until Ctrl-C (300)"
+    )
+    mon.add_argument("--count", type=int, help="stop after this many events")
+    mon.add_argument(
+        "--from-start", action="store_true", help="from the oldest retained event, not from now"
+    )
+    mon.add_argument(
+        "--events-connection-string",
+        help=f"real hub: the Event Hub-compatible endpoint (default: ${EVENTS_ENV})",
+    )
+    mon.add_argument(
+        "--consumer-group", default="$Default", help="real hub: consumer group ($Default)"
+    )
+    mon.set_defaults(handler=_run(cmd_monitor_events))
+
+    cal = services.add_parser(
+        "calibrate",
+        help="set a stream's intercepts from a reference instrument, and wait for the result",
+        parents=[common],
+    )
+    cal.add_argument("id", help="device id, or device/module (e.g. pi-1/enviro_sensor)")
+    cal.add_argument("--module", help="the device's module")
+    cal.add_argument("--temperature", type=float, help="the reference's temperature, °C")
+    cal.add_argument("--humidity", type=float, help="the reference's relative humidity, %%RH")
+    cal.add_argument("--pressure", type=float, help="the reference's station pressure, hPa")
+    cal.add_argument(
+        "--api",
+        help=f"the sink's REST API base URL, e.g. http://127.0.0.1:7071/api (default: ${API_ENV};"
+        " unset: the local hub's event log)",
+    )
+    cal.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for the reading (120)"
+    )
+    cal.add_argument("--no-wait", action="store_true", help="patch the twin and return")
+    cal.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    cal.set_defaults(handler=_run(cmd_calibrate))
