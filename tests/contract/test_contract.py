@@ -45,7 +45,7 @@ def test_design_example_validates() -> None:
     jsonschema.validate(example, schema)
     jsonschema.validate([example, {**example, "seq": 43}], schema)
     for bad in (
-        {**example, "source": "bme280"},
+        {**example, "source": "bmp280"},
         {**example, "seq": 0},
         {**example, "humidity": 101},
         {**example, "extra": 1},

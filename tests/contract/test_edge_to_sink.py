@@ -12,15 +12,19 @@ import pytest
 from enviro_sensor.airquality import AirQuality
 from enviro_sensor.config import ModuleConfig
 from enviro_sensor.message import pack
+from enviro_sensor.metrics import edge_metrics
 from enviro_sensor.pipeline import Pipeline
 from enviro_sensor.reading import RawReading
+from enviro_sensor.sensors import EnviroSensor, SensorSettings
 from enviromon_sink.events import InboundEvent
 from enviromon_sink.normalise import normalise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.edge.fake_enviro import FakeEnviroBus
 from tests.edge.pipeline_doubles import FakeClock
 
+EDGE_KEYS = [m.key for m in edge_metrics()]
 SCHEMA = json.loads(
     (Path(__file__).resolve().parents[2] / "contract/telemetry-v1.schema.json").read_text()
 )
@@ -34,7 +38,9 @@ raw_readings = st.builds(
     pressure=st.one_of(st.floats(290, 1110), wild),
     gas_resistance=st.one_of(st.none(), st.floats(0, 2e8), wild),
     heat_stable=st.booleans(),
-    source=st.sampled_from(["bme680", "simulated"]),
+    source=st.sampled_from(["bme680", "bme280", "simulated"]),
+    light=st.one_of(st.none(), st.floats(-5, 250_000), wild),
+    flags=st.sampled_from([(), ("light_unavailable",)]),
 )
 
 
@@ -101,11 +107,44 @@ def test_every_edge_message_is_valid_and_read_back_unchanged(
         assert set(payload["flags"]) <= set(got.flags)
         assert "label_dropped" not in got.flags
         assert got.ts == datetime.fromisoformat(payload["ts"].replace("Z", "+00:00"))
-        for key in ("temperature", "humidity", "pressure", "gasResistance", "iaq"):
+        for key in EDGE_KEYS:
             value = got.values.get(key)
-            assert value == payload[key], key
+            assert value == payload.get(key), key
             assert value is None or math.isfinite(value)
         # The alert the edge raised travels as the temperatureAlert property.
         # The edge's alert travels as the message's temperatureAlert property, so in a packed
         # message it marks every reading in it.
         assert got.alert == (any(r.alert for r in readings) if packed else sent.alert)
+
+
+def test_enviro_board_messages_validate_and_read_back_unchanged(tmp_path: Path) -> None:
+    """The real Enviro driver's messages (light, no gas) pass the schema and the sink keeps them."""
+    bus = FakeEnviroBus()
+    sensor = EnviroSensor(settings=SensorSettings(kind="enviro"), i2c_device=bus)
+    pipeline = Pipeline(
+        device_id="pi-enviro",
+        config=ModuleConfig(),
+        air_quality=AirQuality(source="bme280", state_path=tmp_path / "aq.json"),
+        clock=FakeClock(),
+    )
+    readings = []
+    for ch0 in (0, 10, 1000, 60000):
+        bus.ch0, bus.ch1 = ch0, ch0 // 3
+        readings.append(pipeline.process(sensor.read()))
+    for message in (pack(readings, as_array=True), pack(readings[:1], as_array=False)):
+        jsonschema.validate(json.loads(message.body), SCHEMA)
+        event = InboundEvent(
+            body=message.body,
+            device_id="pi-8",
+            properties=message.properties,
+            enqueued_time=datetime(2026, 11, 25, 3, 21, tzinfo=UTC),
+            sequence_number=1,
+            message_id=message.message_id,
+        )
+        got = normalise(event, temperature_alert=None)
+        for sent, back in zip(message.readings, got, strict=True):
+            assert back.source == "bme280"
+            assert back.values["light"] == sent.payload["light"]
+            assert back.values["gasResistance"] is None and back.values["iaq"] is None
+            for key in EDGE_KEYS:
+                assert back.values.get(key) == sent.payload.get(key), key

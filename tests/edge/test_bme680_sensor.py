@@ -12,12 +12,8 @@ import bme680
 import pytest
 from enviro_sensor.errors import SensorError, SensorNotFoundError
 from enviro_sensor.sensors import Bme680Sensor, SensorSettings
-from enviro_sensor.sensors.bme680 import (
-    BACKOFF_BASE_S,
-    FAILED_AFTER,
-    NOT_READY_SLEEP_S,
-    measurement_seconds,
-)
+from enviro_sensor.sensors.bme680 import NOT_READY_SLEEP_S, measurement_seconds
+from enviro_sensor.sensors.recovery import BACKOFF_BASE_S, FAILED_AFTER
 
 from tests.edge.fake_bme680 import (
     DEFAULT_GAS_RESISTANCE,

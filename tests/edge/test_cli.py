@@ -115,7 +115,9 @@ def test_auto_falls_back_loudly(tmp_path: Path) -> None:
     """--sensor auto without a chip: simulated readings, labelled, with a loud warning."""
     if Path(f"/dev/i2c-{NO_BUS}").exists():
         pytest.skip("this machine has that I2C bus")
-    result = run(tmp_path, "--bus", NO_BUS, "--count", "1", "--print", "--no-led")
+    result = run(
+        tmp_path, "--sensor", "auto", "--bus", NO_BUS, "--count", "1", "--print", "--no-led"
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["source"] == "simulated"
     assert "SIMULATED" in result.stderr
@@ -161,6 +163,51 @@ def test_bad_environment_is_exit_5(tmp_path: Path, env: dict[str, str], needle: 
     assert needle in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+def test_default_sensor_with_no_board_is_exit_3_not_simulated(tmp_path: Path) -> None:
+    """No --sensor and nothing on the bus (a loose cable at boot): exit 3, no readings at all."""
+    if Path(f"/dev/i2c-{NO_BUS}").exists():
+        pytest.skip("this machine has that I2C bus")
+    result = run(tmp_path, "--bus", NO_BUS, "--count", "1", "--print", "--no-led")
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == ""
+    assert "SIMULATED" not in result.stderr and "Traceback" not in result.stderr
+    assert "BME680" in result.stderr and "Enviro board" in result.stderr
+
+
+def test_every_bad_variable_is_named_at_once(tmp_path: Path) -> None:
+    """Config, sensor, LED and log variables all bad: each named once, exit 5, no traceback."""
+    bad = {
+        "ENVIRO_TELEMETRY_INTERVAL": "0",
+        "ENVIRO_LED_ENABLED": "maybe",
+        "ENVIRO_SENSOR": "bme280",
+        "ENVIRO_HEATER_TEMPERATURE": "hot",
+        "ENVIRO_LED_PIN": "seventeen",
+        "ENVIRO_LOG_LEVEL": "LOUD",
+    }
+    result = run(tmp_path, "--count", "1", "--print", **bad)
+    assert result.returncode == 5, result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    for name in bad:
+        assert name in result.stderr, name
+
+
+def test_bad_log_level_alone_is_exit_5_without_traceback(tmp_path: Path) -> None:
+    """ENVIRO_LOG_LEVEL=LOUD: a clear error naming the variable and the choices."""
+    result = run(tmp_path, *ONE_SIMULATED, ENVIRO_LOG_LEVEL="LOUD")
+    assert result.returncode == 5, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "ENVIRO_LOG_LEVEL" in result.stderr and "DEBUG, INFO, WARNING, ERROR" in result.stderr
+
+
+def test_unknown_variable_is_warned_about_by_name(tmp_path: Path) -> None:
+    """A misspelt ENVIRO_* variable is named in a warning; the run goes on."""
+    result = run(tmp_path, *ONE_SIMULATED, ENVIRO_TELEMETRY_INTERVALL="5")
+    assert result.returncode == 0, result.stderr
+    assert "unknown environment variable ENVIRO_TELEMETRY_INTERVALL" in result.stderr
+    assert "ENVIRO_STATE_DIR" not in result.stderr  # a known one is not warned about
 
 
 def test_bad_heater_value_is_exit_5(tmp_path: Path) -> None:

@@ -398,7 +398,7 @@ def test_reset_air_quality_and_reported_health() -> None:
     app.reset_air_quality()
     reported = app.reported()
     assert reported["airQuality"]["state"] == "burning_in"
-    assert reported["sensor"]["state"] == "ok"
+    assert reported["sensor"]["state"] == "simulated"  # never "ok": not a real sensor
     assert reported["sensor"]["kind"] == "simulated"
     assert reported["boot"] == "0badcafe"
     json.dumps(reported)  # JSON-ready

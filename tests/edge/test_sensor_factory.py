@@ -138,9 +138,9 @@ def test_mid_run_failure_in_auto_mode_never_yields_simulated_readings(
 
 
 def test_settings_defaults() -> None:
-    """Defaults: auto, bus 1, probe both addresses, 320 °C / 150 ms, 8x/2x/4x, filter 3."""
+    """Defaults: real, bus 1, probe both addresses, 320 °C / 150 ms, 8x/2x/4x, filter 3."""
     s = SensorSettings()
-    assert (s.kind, s.i2c_bus, s.i2c_address, s.addresses) == ("auto", 1, None, (0x76, 0x77))
+    assert (s.kind, s.i2c_bus, s.i2c_address, s.addresses) == ("real", 1, None, (0x76, 0x77))
     assert (s.heater_temperature, s.heater_duration) == (320, 150)
     assert (s.temperature_oversampling, s.humidity_oversampling, s.pressure_oversampling) == (
         8,
@@ -166,7 +166,7 @@ def test_settings_are_frozen_and_keyword_only() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "reason"),
     [
-        ("kind", "bme280", "sensor kind must be one of auto, bme680, simulated"),
+        ("kind", "bme280", "sensor kind must be one of real, bme680, enviro, auto, simulated"),
         ("i2c_bus", -1, "i2c_bus must be between 0 and 255"),
         ("i2c_bus", "1", "i2c_bus must be an integer"),
         ("i2c_bus", True, "i2c_bus must be an integer"),
@@ -271,7 +271,7 @@ def test_options_win_over_the_environment() -> None:
         ({"ENVIRO_FILTER_SIZE": "4"}, ["ENVIRO_FILTER_SIZE", "0, 1, 3, 7"]),
         ({"ENVIRO_READ_RETRIES": "99"}, ["ENVIRO_READ_RETRIES", "0 and 20"]),
         ({"ENVIRO_I2C_ADDRESS": "0x10"}, ["ENVIRO_I2C_ADDRESS", "0x76 or 0x77"]),
-        ({"ENVIRO_SENSOR": "bme280"}, ["ENVIRO_SENSOR", "auto, bme680, simulated"]),
+        ({"ENVIRO_SENSOR": "bme280"}, ["ENVIRO_SENSOR", "real, bme680, enviro, auto, simulated"]),
     ],
 )
 def test_from_env_names_the_bad_variable(env: dict[str, str], needles: list[str]) -> None:

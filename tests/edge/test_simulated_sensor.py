@@ -69,7 +69,7 @@ def test_source_is_always_simulated() -> None:
     sensor = SimulatedSensor(seed=1, now=StepClock(START, timedelta(seconds=10)))
     assert sensor.source == "simulated"
     assert all(sensor.read().source == "simulated" for _ in range(20))
-    assert sensor.health.kind == "simulated" and sensor.health.state == "ok"
+    assert sensor.health.kind == "simulated" and sensor.health.state == "simulated"
     assert sensor.health.to_reported()["address"] is None
 
 

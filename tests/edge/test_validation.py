@@ -14,10 +14,19 @@ any_float = st.floats(allow_nan=True, allow_infinity=True)
 
 
 def test_table_drives_the_edge_keys() -> None:
-    """The edge sends the table's edge metrics, and not the others (light)."""
+    """The edge sends the table's edge metrics; light and pressureSeaLevel only when it has them."""
     keys = [m.key for m in edge_metrics()]
-    assert keys == ["temperature", "humidity", "pressure", "gasResistance", "iaq"]
-    assert "light" in [m.key for m in all_metrics()]
+    assert keys == [
+        "temperature",
+        "humidity",
+        "pressure",
+        "gasResistance",
+        "iaq",
+        "light",
+        "pressureSeaLevel",
+    ]
+    assert [m.key for m in edge_metrics() if m.optional] == ["light", "pressureSeaLevel"]
+    assert [m.key for m in all_metrics()] == keys
 
 
 @pytest.mark.parametrize(

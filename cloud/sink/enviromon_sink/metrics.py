@@ -24,6 +24,7 @@ class Metric:
     max: float
     decimals: int
     edge: bool = False
+    optional: bool = False
 
     def accepts(self, value: float) -> bool:
         """Whether ``value`` lies inside the sensor's valid range (inclusive)."""
@@ -42,6 +43,7 @@ def _parse(raw: Any) -> tuple[Metric, ...]:
             max=float(row["max"]),
             decimals=int(row["decimals"]),
             edge=bool(row.get("edge", False)),
+            optional=bool(row.get("optional", False)),
         )
         if metric.min > metric.max or metric.decimals < 0:
             raise ValueError(f"metrics.json: bad row for {metric.key!r}")
@@ -69,5 +71,11 @@ def keys() -> tuple[str, ...]:
 
 @cache
 def keys_for_schema1() -> tuple[str, ...]:
-    """The metric keys schema 1 carries (every metric the edge sends; not ``light``)."""
+    """The metric keys schema 1 may carry (every metric the edge sends)."""
     return tuple(m.key for m in metrics() if m.edge)
+
+
+@cache
+def required_for_schema1() -> tuple[str, ...]:
+    """The metric keys every schema-1 reading carries (``light`` etc. are optional)."""
+    return tuple(m.key for m in metrics() if m.edge and not m.optional)

@@ -79,7 +79,7 @@ _STRUCTURE_RE: Final = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 _OUR_KEYS: Final = frozenset(
     {"schema", "deviceId", "boot", "seq", "ts", "source", "calibration", "flags"}
 )
-_OUR_SOURCES: Final = frozenset({"bme680", "simulated"})
+_OUR_SOURCES: Final = frozenset({"bme680", "bme280", "simulated"})
 _LEGACY_ALIASES: Final[Mapping[str, tuple[str, ...]]] = {
     "label": ("deviceId", "DeviceId"),
     "temperature": ("temperature", "Temperature", "Celsius"),
@@ -271,7 +271,7 @@ def _ours(doc: dict[str, Any], ctx: _Context) -> Reading:
     if type(schema) is not int or schema != 1:
         raise RejectedMessageError(f"unsupported schema {_show(schema)}")
     expected = _OUR_KEYS | set(metrics.keys_for_schema1())
-    missing = sorted(expected - doc.keys())
+    missing = sorted((_OUR_KEYS | set(metrics.required_for_schema1())) - doc.keys())
     if missing:
         raise RejectedMessageError(f"schema 1: missing {', '.join(missing)}")
     extra = sorted(doc.keys() - expected)
@@ -291,12 +291,14 @@ def _ours(doc: dict[str, Any], ctx: _Context) -> Reading:
     ts = _parse_ts(ts_raw)
     source = doc["source"]
     if not isinstance(source, str) or source not in _OUR_SOURCES:
-        raise RejectedMessageError(f"source must be bme680 or simulated, got {_show(source)}")
+        raise RejectedMessageError(
+            f"source must be bme680, bme280 or simulated, got {_show(source)}"
+        )
     calibration = doc["calibration"]
     if type(calibration) is not int or not 0 <= calibration <= MAX_CALIBRATION:
         raise RejectedMessageError(f"calibration must be an integer ≥ 0, got {_show(calibration)}")
     flags = _flags(doc["flags"])
-    values, refused = _values({k: doc[k] for k in metrics.keys_for_schema1()})
+    values, refused = _values({k: doc[k] for k in metrics.keys_for_schema1() if k in doc})
     return _reading(
         ctx, label, boot, seq, ts, str(source), values, refused, calibration, flags, notes
     )

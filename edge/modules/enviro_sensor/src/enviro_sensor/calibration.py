@@ -94,6 +94,8 @@ def calibrate(raw: RawReading, cal: Calibration, *, cpu_temperature: float | Non
         "pressure": linear(raw.pressure, cal.pressure),
         "gasResistance": raw.gas_resistance,
     }
+    if raw.light is not None:
+        values["light"] = raw.light
     return Calibrated(values=values, flags=tuple(flags))
 
 

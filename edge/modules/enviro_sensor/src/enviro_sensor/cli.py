@@ -18,16 +18,19 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, get_args
 
 from . import __version__
+from .envvars import unknown_names
 from .errors import ConfigError, SensorError, SensorNotFoundError
+from .sensors.settings import SensorKind
 
 if TYPE_CHECKING:
     from .config import ConfigStore, ModuleConfig
     from .hubclient import HubClient
     from .reading import Publisher
     from .runner import HubRunner
+    from .sensors import SensorSettings
 
 log = logging.getLogger("enviro_sensor")
 
@@ -39,20 +42,26 @@ EXIT_READ_FAILED = 4
 EXIT_CONFIG = 5
 EXIT_INTERRUPTED = 130
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 CHECK_INTERVAL_S = 1.0
 DRAIN_TIMEOUT_S = 3.0  # on SIGTERM: what is not sent by then stays in the buffer
 MIN_INTERVAL_S = 0.5  # same bounds as the twin's telemetryInterval (config.py)
 MAX_INTERVAL_S = 86_400.0
 
 DESCRIPTION = """\
-Read a BME680 (or the simulated sensor), calibrate on the device, and produce schema-1
-telemetry. On a Raspberry Pi, run this before deploying the IoT Edge module to check the
-wiring: it reads the sensor the same way the module does."""
+Read a BME680 or a Pimoroni Enviro board (BME280 + LTR-559 light), or the simulated sensor,
+calibrate on the device, and produce schema-1 telemetry. On a Raspberry Pi, run this before
+deploying the IoT Edge module to check the wiring: it reads the sensor the same way the module
+does."""
 
 EPILOG = """\
 examples:
-  check the wiring on a Pi (3 readings, 1 s apart; exit code 0 means all went well):
+  check the wiring on a Pi (3 readings, 1 s apart; exit code 0 means all went well; the
+  default sensor kind "real" finds a BME680 or an Enviro board, or stops with exit code 3):
+    enviro-sensor --count 3 --print
+  insist on one board:
     enviro-sensor --sensor bme680 --count 3 --print
+    enviro-sensor --sensor enviro --count 3 --print
   the sensor answers at 0x77 (Adafruit boards, or Pimoroni's address jumper cut):
     enviro-sensor --sensor bme680 --address 0x77 --count 3 --print
   no hardware: simulated readings, every 2 s until Ctrl-C:
@@ -68,9 +77,9 @@ exit codes:
   0  every read worked (or stopped with Ctrl-C)
   1  unexpected error
   2  bad option
-  3  no sensor found (no /dev/i2c-N, or no chip at 0x76/0x77)
+  3  no sensor found (no /dev/i2c-N, or no chip at 0x76/0x77; the Enviro board's LTR-559 at 0x23)
   4  a read failed during a run with --count
-  5  bad configuration (environment variable or setting)
+  5  bad configuration (every bad ENVIRO_* variable or setting is named)
 """
 
 
@@ -92,7 +101,7 @@ def _address(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an I2C address (0x76 or 0x77)") from None
     if value not in (0x76, 0x77):
         raise argparse.ArgumentTypeError(
-            f"{text} is not a BME680 address: a BME680 answers only at 0x76 or 0x77"
+            f"{text} is not a BME680/BME280 address: they answer only at 0x76 or 0x77"
         )
     return value
 
@@ -154,18 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
     sensor = parser.add_argument_group("sensor")
     sensor.add_argument(
         "--sensor",
-        choices=("auto", "bme680", "simulated"),
+        choices=get_args(SensorKind),
         default=None,
-        help="auto: the BME680, or simulated readings (loudly logged) when no chip answers at "
-        "start; bme680: the chip or an error; simulated: no hardware "
-        "(default: $ENVIRO_SENSOR or auto)",
+        help="real: a BME680, else an Enviro board's BME280 (+ LTR-559), else an error; bme680 / "
+        "enviro: that board or an error; auto: like real, but simulated readings (loudly "
+        "logged, health 'simulated') when no chip answers at start; simulated: no hardware "
+        "(default: $ENVIRO_SENSOR or real)",
     )
     sensor.add_argument(
         "--address",
         type=_address,
         default=None,
         metavar="0x76|0x77",
-        help="I2C address of the BME680 (default: $ENVIRO_I2C_ADDRESS, or try 0x76 then 0x77)",
+        help="I2C address of the BME680 or BME280 (default: $ENVIRO_I2C_ADDRESS, or try 0x76 "
+        "then 0x77)",
     )
     sensor.add_argument(
         "--bus",
@@ -281,12 +292,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level",
         type=str.upper,
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-        default=(_env("ENVIRO_LOG_LEVEL") or "INFO").upper(),
+        choices=LOG_LEVELS,
+        default=None,
         help="log detail on stderr (default: $ENVIRO_LOG_LEVEL or INFO)",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
+
+
+def _log_level(option: str | None) -> tuple[str, str | None]:
+    """The log level (the option, else $ENVIRO_LOG_LEVEL, else INFO) and any problem with it."""
+    if option is not None:
+        return option, None
+    text = (_env("ENVIRO_LOG_LEVEL") or "INFO").strip().upper()
+    if text not in LOG_LEVELS:
+        return "INFO", f"ENVIRO_LOG_LEVEL: must be one of {', '.join(LOG_LEVELS)}, got {text!r}"
+    return text, None
 
 
 def _env_int(name: str, value: int | None) -> int | None:
@@ -299,6 +320,53 @@ def _env_int(name: str, value: int | None) -> int | None:
         return int(text, 10)
     except ValueError:
         raise ConfigError(f"{name}: {text!r} is not a whole number") from None
+
+
+def _environment(
+    args: argparse.Namespace, state_dir: Path
+) -> tuple[ModuleConfig, Path, SensorSettings, int, int | None]:
+    """Config, where it is stored, sensor settings and LED pins from options and environment.
+
+    Raises:
+        ConfigError: naming every bad variable and option at once.
+    """
+    from .config import ConfigStore, ModuleConfig
+    from .sensors import SensorSettings
+
+    level_problem = _log_level(args.log_level)[1]
+    problems: list[str] = [level_problem] if level_problem else []
+
+    def gather(make: Callable[[], object]) -> object:
+        try:
+            return make()
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            return None
+
+    base = gather(ModuleConfig.from_env)
+    settings = gather(
+        lambda: SensorSettings.from_env(
+            overrides={
+                "kind": args.sensor,
+                "i2c_bus": args.bus,
+                "i2c_address": args.address,
+                "heater_temperature": args.heater_temp,
+                "heater_duration": args.heater_ms,
+                "oversampling": args.oversampling,
+                "filter_size": args.filter,
+                "read_retries": args.read_retries,
+                "simulated_seed": args.seed,
+            }
+        )
+    )
+    led_pin = gather(lambda: _or(_env_int("ENVIRO_LED_PIN", args.led_pin), 17))
+    alert_pin = gather(lambda: _env_int("ENVIRO_ALERT_PIN", args.alert_pin))
+    if problems:
+        raise ConfigError("; ".join(problems), problems=problems)
+    assert isinstance(base, ModuleConfig) and isinstance(settings, SensorSettings)
+    assert isinstance(led_pin, int) and (alert_pin is None or isinstance(alert_pin, int))
+    store = ConfigStore(path=state_dir / "config.json")
+    return store.load(base), store.path, settings, led_pin, alert_pin
 
 
 def _or(value: int | None, default: int) -> int:
@@ -341,7 +409,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``enviro-sensor`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.log_level)
+    # A bad $ENVIRO_LOG_LEVEL is reported with the other bad variables (_environment).
+    _configure_logging(_log_level(args.log_level)[0])
+    for name in unknown_names(os.environ):
+        log.warning("unknown environment variable %s is ignored (see docs/edge.md)", name)
     try:
         return _run(args)
     except KeyboardInterrupt:
@@ -367,20 +438,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
-def _load_config(state_dir: Path) -> tuple[ModuleConfig, Path]:
-    from .config import ConfigStore, ModuleConfig
-
-    store = ConfigStore(path=state_dir / "config.json")
-    return store.load(ModuleConfig.from_env()), store.path
-
-
 def _run(args: argparse.Namespace) -> int:
     # Imported here, not at the top, so `--help` and bad options answer instantly.
     from .airquality import AirQuality
     from .calibration import CpuTemperature, default_cpu_temperature
     from .message import check_device_id
     from .pipeline import App, Pipeline, StatusIndicator, SystemClock
-    from .sensors import SensorSettings, open_sensor
+    from .sensors import open_sensor
 
     hub_settings = None
     if not args.print_:
@@ -396,22 +460,8 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"device id {device_id!r}: {exc}") from exc
     state_dir: Path = args.state_dir or _default_state_dir()
-    config, config_path = _load_config(state_dir)
+    config, config_path, settings, led_pin, alert_pin = _environment(args, state_dir)
     log.debug("config %s (from environment and %s)", config, config_path)
-
-    settings = SensorSettings.from_env(
-        overrides={
-            "kind": args.sensor,
-            "i2c_bus": args.bus,
-            "i2c_address": args.address,
-            "heater_temperature": args.heater_temp,
-            "heater_duration": args.heater_ms,
-            "oversampling": args.oversampling,
-            "filter_size": args.filter,
-            "read_retries": args.read_retries,
-            "simulated_seed": args.seed,
-        }
-    )
     if not args.print_ and hub_settings is None:
         # Before the sensor is opened: a module with nowhere to send says so at once.
         from .hubclient import MISSING_HUB_HELP
@@ -442,10 +492,7 @@ def _run(args: argparse.Namespace) -> int:
         if not args.no_led and config.led_enabled:
             from .led import StatusLed
 
-            led_obj = StatusLed(
-                pin=_or(_env_int("ENVIRO_LED_PIN", args.led_pin), 17),
-                alert_pin=_env_int("ENVIRO_ALERT_PIN", args.alert_pin),
-            )
+            led_obj = StatusLed(pin=led_pin, alert_pin=alert_pin)
             led = led_obj
         app_holder: list[App] = []
         publisher: Publisher

@@ -15,6 +15,10 @@ class SensorNotFoundError(SensorError, FileNotFoundError):
     """No sensor answered: no I2C bus, or no chip at any address tried."""
 
 
+class I2CBusNotFoundError(SensorNotFoundError):
+    """The I2C bus itself is missing or cannot be opened, so no chip could be probed."""
+
+
 class ConfigError(EnviroSensorError, ValueError):
     """A configuration (environment, CLI or twin patch) was refused as a whole.
 

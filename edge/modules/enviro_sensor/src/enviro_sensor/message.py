@@ -114,7 +114,8 @@ def build_reading(
     """Assemble one reading in schema-1 key order.
 
     ``values`` must already be validated and rounded (see :mod:`enviro_sensor.validation`); the
-    metrics table's edge keys are always present, null when absent. Duplicate flags are dropped,
+    metrics table's required edge keys are always present, null when absent; optional ones only
+    when they have a value. Duplicate flags are dropped,
     keeping their first position, because the schema wants unique items.
     """
     payload: dict[str, Any] = {
@@ -125,9 +126,13 @@ def build_reading(
         "ts": format_ts(ts),
         "source": source,
     }
-    # The metrics table names the value keys, in its order (docs/contract.md's example's).
+    # The metrics table names the value keys, in its order (docs/contract.md's example's). An
+    # optional one (light, pressureSeaLevel) is sent only when there is a value, so a BME680's
+    # message is what it always was.
     for m in edge_metrics():
-        payload[m.key] = values.get(m.key)
+        value = values.get(m.key)
+        if value is not None or not m.optional:
+            payload[m.key] = value
     payload["calibration"] = calibration
     payload["flags"] = list(dict.fromkeys(flags))
     return Reading(payload=payload, alert=alert)

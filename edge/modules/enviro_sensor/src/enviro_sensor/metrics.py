@@ -30,6 +30,7 @@ class Metric:
         decimals: digits kept after the decimal point (0 means an integer is sent).
         calibrated: whether slope/intercept calibration applies to it.
         edge: whether the edge module sends it.
+        optional: schema 1 may leave it out (sent only when the sensor or config gives it).
     """
 
     key: str
@@ -40,6 +41,7 @@ class Metric:
     decimals: int
     calibrated: bool
     edge: bool
+    optional: bool = False
 
     def in_range(self, value: float) -> bool:
         """Whether a finite value lies inside the valid range (bounds included)."""
@@ -69,6 +71,7 @@ def _metric(row: dict[str, Any]) -> Metric:
         decimals=int(row["decimals"]),
         calibrated=bool(row["calibrated"]),
         edge=bool(row["edge"]),
+        optional=bool(row.get("optional", False)),
     )
     if not (math.isfinite(metric.min) and math.isfinite(metric.max) and metric.min < metric.max):
         raise ValueError(f"metrics.json: bad range for {metric.key!r}")

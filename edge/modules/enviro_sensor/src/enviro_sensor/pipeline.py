@@ -33,7 +33,6 @@ from .validation import check_value, validate
 
 log = logging.getLogger(__name__)
 
-SENSOR_KEYS = ("temperature", "humidity", "pressure", "gasResistance")
 DEFAULT_MAX_UNSENT = 1000
 
 
@@ -173,7 +172,7 @@ class Pipeline:
         if config.calibration.cpu_compensation.enabled and self._cpu is not None:
             cpu = self._cpu.sample()
         calibrated = calibrate(raw, config.calibration, cpu_temperature=cpu)
-        checked = validate(calibrated.values, heat_stable=raw.heat_stable, keys=SENSOR_KEYS)
+        checked = validate(calibrated.values, heat_stable=raw.heat_stable)
         values: dict[str, float | int | None] = dict(checked.values)
         gas = values["gasResistance"]
         humidity = values["humidity"]
@@ -182,7 +181,7 @@ class Pipeline:
         )
         iaq, iaq_flag = check_value(self._iaq, iaq_raw)
         values["iaq"] = iaq
-        flags = [*calibrated.flags, *checked.flags]
+        flags = [*raw.flags, *calibrated.flags, *checked.flags]
         if iaq_flag is not None:
             flags.append(iaq_flag)
         temperature = values["temperature"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-SourceKind = Literal["bme680", "simulated"]
+SourceKind = Literal["bme680", "bme280", "simulated"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,9 +19,13 @@ class RawReading:
         temperature: °C as the sensor reports it (before CPU-heat compensation).
         humidity: %RH.
         pressure: hPa (station pressure).
-        gas_resistance: Ω, or None when the sensor has no gas reading.
+        gas_resistance: Ω, or None when the sensor has no gas reading (a BME280 never has).
         heat_stable: whether the gas heater reached its target; gas is unusable when False.
-        source: "bme680" or "simulated"; carried into every message unchanged.
+            True for a sensor without a gas heater (nothing to wait for, nothing flagged).
+        source: "bme680", "bme280" or "simulated"; carried into every message unchanged.
+        light: lux from the Enviro board's LTR-559, None when there is no light sensor (or it
+            failed this time: then ``flags`` says so).
+        flags: what the driver noticed about this reading, e.g. ``light_unavailable``.
     """
 
     temperature: float
@@ -30,6 +34,8 @@ class RawReading:
     gas_resistance: float | None
     heat_stable: bool
     source: SourceKind
+    light: float | None = None
+    flags: tuple[str, ...] = ()
 
 
 class Sensor(Protocol):

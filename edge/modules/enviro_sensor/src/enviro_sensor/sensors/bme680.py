@@ -17,7 +17,6 @@ Failure handling, in short:
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
@@ -28,7 +27,9 @@ import bme680 as pimoroni_bme680
 
 from enviro_sensor.errors import SensorError, SensorNotFoundError
 from enviro_sensor.reading import RawReading, SourceKind
-from enviro_sensor.sensors.health import HealthState, SensorHealth
+from enviro_sensor.sensors.bus import hex_list, open_bus
+from enviro_sensor.sensors.health import SensorHealth
+from enviro_sensor.sensors.recovery import Recovery
 from enviro_sensor.sensors.settings import SensorSettings
 
 logger = logging.getLogger(__name__)
@@ -56,11 +57,6 @@ _FILTER = {
 NOT_READY_SLEEP_S = 0.05
 #: How long get_sensor_data() itself polls for new data: 10 polls of POLL_PERIOD_MS.
 _LIBRARY_POLL_S: float = 10 * pimoroni_bme680.POLL_PERIOD_MS / 1000
-#: Re-initialisation delays: 1 s, 2 s, 4 s … capped at 60 s, each scaled by a random 0.5–1.0.
-BACKOFF_BASE_S = 1.0
-BACKOFF_CAP_S = 60.0
-#: Consecutive failed reads after which health says "failed" rather than "degraded".
-FAILED_AFTER = 5
 #: What the library's compensation raises on garbage from the bus (short block, zero divisor).
 _GARBLED: tuple[type[Exception], ...] = (ArithmeticError, IndexError, ValueError)
 #: A re-initialisation fails with: no chip (RuntimeError), a bus error, or garbage.
@@ -120,10 +116,6 @@ def _retry_sleep(settings: SensorSettings) -> float:
     return max(NOT_READY_SLEEP_S, measurement_seconds(settings) * 1.1 - _LIBRARY_POLL_S)
 
 
-def _hex_list(addresses: tuple[int, ...]) -> str:
-    return " and ".join(f"{a:#04x}" for a in addresses)
-
-
 class Bme680Sensor:
     """A BME680 on I2C, with bounded retries, re-initialisation and visible health."""
 
@@ -164,13 +156,7 @@ class Bme680Sensor:
         self._bus: I2CDevice = i2c_device
         self._device: Any = None
         self._address: int = 0
-        self._consecutive_failures = 0
-        # I/O errors and failed re-initialisations since the last good read: the back-off exponent.
-        # Reads refused during a back-off do not count here, or a fast caller would stretch it.
-        self._backoff_failures = 0
-        self._reinitialisations = 0
-        self._last_error: str | None = None
-        self._next_attempt_at = 0.0
+        self._recovery = Recovery(kind="bme680", monotonic=monotonic, rng=self._rng)
         try:
             self._device, self._address = self._probe()
         except BaseException:
@@ -235,14 +221,13 @@ class Bme680Sensor:
                     f"{self._settings.read_retries + 1} attempts",
                     backoff=False,
                 )
-            if self._consecutive_failures:
+            failed_before = self._recovery.succeeded()
+            if failed_before:
                 logger.info(
                     "BME680 at %#04x reading again after %d failed reads",
                     self._address,
-                    self._consecutive_failures,
+                    failed_before,
                 )
-            self._consecutive_failures = 0
-            self._backoff_failures = 0
             heat_stable = bool(data.heat_stable)
             return RawReading(
                 temperature=float(data.temperature),
@@ -265,23 +250,13 @@ class Bme680Sensor:
     # -- internals ----------------------------------------------------------------------------
 
     def _open_bus(self, bus_number: int) -> I2CDevice:
-        path = f"/dev/i2c-{bus_number}"
-        addresses = _hex_list(self._settings.addresses)
-        if not os.path.exists(path):
-            raise SensorNotFoundError(
-                f"No I2C bus: {path} does not exist, so no BME680 could be probed "
-                f"(addresses {addresses} not tried). " + _FIXES.format(bus=bus_number)
-            )
-        import smbus2  # imported here: only a real bus needs it
-
-        try:
-            bus = smbus2.SMBus(bus_number)
-        except OSError as exc:
-            raise SensorNotFoundError(
-                f"Cannot open I2C bus {path} ({exc}); addresses {addresses} not tried. "
-                "Is this user in the i2c group (or the device mapped into the container)? "
-                + _FIXES.format(bus=bus_number)
-            ) from exc
+        bus: I2CDevice = open_bus(
+            bus_number,
+            # "real"/"auto" would probe the Enviro board next on the same missing bus.
+            what="BME680" if self._settings.kind == "bme680" else "BME680 or Enviro board",
+            addresses=hex_list(self._settings.addresses),
+            fixes=_FIXES.format(bus=bus_number),
+        )
         self._owned_bus = bus
         return bus
 
@@ -311,7 +286,7 @@ class Bme680Sensor:
                 ) from exc
             return device, address
         bus = self._settings.i2c_bus
-        tried = _hex_list(self._settings.addresses)
+        tried = hex_list(self._settings.addresses)
         raise SensorNotFoundError(
             f"No BME680 found on I2C bus {bus} (/dev/i2c-{bus}): tried {tried} "
             f"({'; '.join(reasons)}). " + _FIXES.format(bus=bus)
@@ -342,12 +317,11 @@ class Bme680Sensor:
         return None
 
     def _reinitialise_locked(self) -> None:
-        now = self._monotonic()
-        if now < self._next_attempt_at:
-            wait = self._next_attempt_at - now
+        wait = self._recovery.wait_left()
+        if wait > 0:
             # Counted as a failed read: the caller asked and got nothing.
             raise self._fail_locked(
-                f"BME680 at {self._address:#04x} is unavailable ({self._last_error}); "
+                f"BME680 at {self._address:#04x} is unavailable ({self._recovery.last_error}); "
                 f"next re-initialisation in {wait:.1f} s",
                 backoff=False,
                 during_backoff=True,
@@ -360,45 +334,17 @@ class Bme680Sensor:
                 f"re-initialising BME680 at {self._address:#04x} failed: {exc}", backoff=True
             ) from exc
         self._device = device
-        self._reinitialisations += 1
+        self._recovery.reinitialisations += 1
         logger.info(
-            "BME680 at %#04x re-initialised (%d so far)", self._address, self._reinitialisations
+            "BME680 at %#04x re-initialised (%d so far)",
+            self._address,
+            self._recovery.reinitialisations,
         )
 
     def _fail_locked(
         self, message: str, *, backoff: bool, during_backoff: bool = False
     ) -> SensorError:
-        self._consecutive_failures += 1
-        if during_backoff:
-            # A read refused during a back-off: the warning was logged when the back-off began.
-            logger.debug("%s", message)
-            return SensorError(message)
-        self._last_error = message
-        if backoff:
-            self._backoff_failures += 1
-            # The exponent is capped too: 2.0 ** 2000 would overflow a float on a long outage.
-            exponent = min(self._backoff_failures - 1, 16)
-            delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0**exponent)
-            delay *= self._rng.uniform(0.5, 1.0)
-            self._next_attempt_at = self._monotonic() + delay
-            logger.warning("%s; re-initialising in %.1f s", message, delay)
-        else:
-            logger.warning("%s", message)
-        return SensorError(message)
+        return self._recovery.fail(message, backoff=backoff, during_backoff=during_backoff)
 
     def _health_locked(self) -> SensorHealth:
-        state: HealthState
-        if self._consecutive_failures == 0:
-            state = "ok"
-        elif self._consecutive_failures < FAILED_AFTER:
-            state = "degraded"
-        else:
-            state = "failed"
-        return SensorHealth(
-            state=state,
-            kind="bme680",
-            address=self._address,
-            last_error=self._last_error,
-            consecutive_failures=self._consecutive_failures,
-            reinitialisations=self._reinitialisations,
-        )
+        return self._recovery.health(self._address)

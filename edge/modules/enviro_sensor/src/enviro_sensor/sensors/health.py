@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-HealthState = Literal["ok", "degraded", "failed"]
+from enviro_sensor.reading import SourceKind
+
+HealthState = Literal["ok", "degraded", "failed", "simulated"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -13,10 +15,11 @@ class SensorHealth:
     """A snapshot of a sensor's health.
 
     Attributes:
-        state: "ok" (the last read worked), "degraded" (the last few reads failed; the driver is
+        state: "simulated" (no real sensor: never "ok", so nobody mistakes it for one),
+            "ok" (the last read worked), "degraded" (the last few reads failed; the driver is
             retrying and re-initialising) or "failed" (many reads in a row failed; the driver
             still retries with long delays, as a loose cable may be pushed back in).
-        kind: "bme680" or "simulated".
+        kind: "bme680", "bme280" (the Enviro board) or "simulated".
         address: the I2C address in use, None for the simulated sensor.
         last_error: the most recent error, kept after recovery so the twin shows what happened.
         consecutive_failures: failed reads since the last good one.
@@ -24,7 +27,7 @@ class SensorHealth:
     """
 
     state: HealthState
-    kind: Literal["bme680", "simulated"]
+    kind: SourceKind
     address: int | None
     last_error: str | None
     consecutive_failures: int

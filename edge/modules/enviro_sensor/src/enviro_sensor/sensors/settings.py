@@ -17,11 +17,15 @@ from typing import Any, Literal, get_args
 
 from enviro_sensor.errors import ConfigError
 
-SensorKind = Literal["auto", "bme680", "simulated"]
+SensorKind = Literal["real", "bme680", "enviro", "auto", "simulated"]
 
 #: The two addresses a BME680 can answer on: 0x76 with SDO to GND (Pimoroni's default),
 #: 0x77 with SDO to VDD (the address jumper cut or bridged, Adafruit's default).
 BME680_ADDRESSES: tuple[int, ...] = (0x76, 0x77)
+#: A BME280 answers on the same two (the Pimoroni Enviro / Enviro+ boards use 0x76).
+BME280_ADDRESSES: tuple[int, ...] = BME680_ADDRESSES
+#: The LTR-559 light sensor has one fixed address.
+LTR559_ADDRESS = 0x23
 
 #: Oversampling factors the BME680 supports (0 = measurement skipped).
 OVERSAMPLING_FACTORS: tuple[int, ...] = (0, 1, 2, 4, 8, 16)
@@ -117,10 +121,12 @@ class SensorSettings:
     """How to find and drive the sensor.
 
     Attributes:
-        kind: "auto" (BME680, or simulated when no chip answers at start-up), "bme680"
-            (a real chip or an error) or "simulated".
+        kind: "real" (the default: a BME680, else an Enviro board's BME280 (+ LTR-559), else
+            an error), "bme680" or "enviro" (that board or an error), "auto" (like "real", but
+            simulated readings, loudly labelled, when no chip answers at start-up) or
+            "simulated".
         i2c_bus: the N of /dev/i2c-N (1 on every current Raspberry Pi).
-        i2c_address: 0x76 or 0x77; None probes 0x76, then 0x77.
+        i2c_address: 0x76 or 0x77 (of the BME680 or BME280); None probes 0x76, then 0x77.
         heater_temperature: gas heater target, °C (200–400).
         heater_duration: gas heater time, ms (1–4032).
         temperature_oversampling: 0, 1, 2, 4, 8 or 16 (×).
@@ -132,7 +138,7 @@ class SensorSettings:
         simulated_seed: seed of the simulated sensor; None derives one from the device id.
     """
 
-    kind: SensorKind = "auto"
+    kind: SensorKind = "real"
     i2c_bus: int = 1
     i2c_address: int | None = None
     heater_temperature: int = 320
@@ -154,7 +160,8 @@ class SensorSettings:
             _check_int("i2c_address", self.i2c_address)
             if self.i2c_address not in BME680_ADDRESSES:
                 raise ConfigError(
-                    "i2c_address must be 0x76 or 0x77 (the only addresses a BME680 answers on), "
+                    "i2c_address must be 0x76 or 0x77 (the only addresses a BME680 or BME280 "
+                    "answers on), "
                     f"got {self.i2c_address:#04x}"
                 )
         _check_range("heater_temperature", self.heater_temperature, HEATER_TEMPERATURE_RANGE, " °C")
@@ -215,7 +222,7 @@ class SensorSettings:
                 continue
             fields.update(one)
         if problems:
-            raise ConfigError("sensor settings refused: " + "; ".join(problems))
+            raise ConfigError("sensor settings refused: " + "; ".join(problems), problems=problems)
         return cls(**fields)
 
     @property

@@ -128,9 +128,9 @@ class SimulatedSensor:
 
     @property
     def health(self) -> SensorHealth:
-        """Always ok: the simulation cannot fail."""
+        """Always "simulated": it cannot fail, and it is never reported as a healthy real sensor."""
         return SensorHealth(
-            state="ok",
+            state="simulated",
             kind="simulated",
             address=None,
             last_error=None,
