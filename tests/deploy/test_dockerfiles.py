@@ -182,3 +182,35 @@ def test_dockerignore_sends_only_what_the_build_copies() -> None:
             if item["instruction"] == "COPY":
                 copied.update(Path(p).as_posix() for p in item["value"].split()[:-1])
     assert copied == allowed
+
+
+def test_enviro_variables_set_by_images_and_deployments_are_known() -> None:
+    """Every ENVIRO_* the images or templates set is in the module's table (no silent typo)."""
+    from enviro_sensor.envvars import PREFIX, known_names
+
+    names = {k for p in PLATFORMS for k in _parse(p).envs if k.startswith(PREFIX)}
+    for template in ("deployment.template.json", "deployment.debug.template.json"):
+        manifest = json.loads((EDGE / template).read_text(encoding="utf-8"))
+        module = manifest["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"][MODULE]
+        names |= {k for k in module["env"] if k.startswith(PREFIX)}
+    assert names == {"ENVIRO_STATE_DIR", "ENVIRO_LOG_LEVEL"}
+    assert names <= known_names()
+
+
+def test_both_commands_start_the_modules_entry_point() -> None:
+    """`enviro-sensor` is the package's console script, and `-m enviro_sensor.cli` runs main."""
+    import subprocess
+    import sys
+    import tomllib
+
+    project = tomllib.loads((MODULE_DIR / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["project"]["scripts"]["enviro-sensor"] == "enviro_sensor.cli:main"
+    done = subprocess.run(
+        [sys.executable, "-m", "enviro_sensor.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "usage: enviro-sensor" in done.stdout
