@@ -105,3 +105,14 @@ def test_iotedgedev_alone_lets_a_privileged_module_through(genconfig: Genconfig)
         "enviro_sensor: createOptions HostConfig.Privileged is set; a module never runs "
         "privileged (map the devices it needs under HostConfig.Devices instead)"
     ]
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_module_create_options_fit_one_chunk(expanded: dict, case: tuple[str, bool]) -> None:
+    """Our createOptions stay under 512 characters, so genconfig never splits them.
+
+    A split manifest (createOptions01 ...) is valid for the agent but refused by tools that do
+    not join chunks, such as IoT Central (vscode-azure-iot-edge issue #580).
+    """
+    for name, module in all_modules(expanded[case].manifest).items():
+        assert [k for k in module["settings"] if k.startswith("createOptions0")] == [], name
