@@ -18,6 +18,12 @@ from pathlib import Path
 import pytest
 from enviromon_sim.demo.config import Ports, option_name
 from enviromon_sim.demo.stack import DemoStack
+from playwright.sync_api import Browser, Page
+
+from tests.dashboard.conftest import DESKTOP, browser
+from tests.dashboard.stack import build_dashboard
+
+__all__ = ["browser"]  # the dashboard tests' session browser (Debian chromium), reused
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVIROMON = str(Path(sys.executable).with_name("enviromon"))
@@ -89,6 +95,7 @@ class DemoProcess:
 @pytest.fixture
 def demo_stack(tmp_path: Path) -> Iterator[DemoStack]:
     """A running demo stack (services and devices) with free ports, stopped after the test."""
+    build_dashboard()
     stack = DemoStack(
         root=ROOT,
         state_dir=tmp_path / "demo",
@@ -102,3 +109,21 @@ def demo_stack(tmp_path: Path) -> Iterator[DemoStack]:
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture
+def demo_page(browser: Browser) -> Iterator[Page]:
+    """A desktop page; errors on the page fail the test."""
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    errors: list[object] = []
+
+    def on_error(exc: object) -> None:
+        errors.append(exc)
+
+    page.on("pageerror", on_error)
+    try:
+        yield page
+    finally:
+        context.close()
+    assert errors == [], errors

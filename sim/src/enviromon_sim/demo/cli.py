@@ -159,7 +159,7 @@ Try, in another terminal (from this folder):
     {hub} twin show {first}
   change {first}'s temperature calibration (the page shows the new calibration version):
     {hub} twin set {first} '{{"calibration": {{"temperature": {{"intercept": -1.5}}}}}}'
-  blink its LED (a simulated Pi logs it):
+  blink its LED (a simulated Pi has mock GPIO pins: the answer is all you see):
     {hub} invoke {first} identify '{{"seconds": 5}}'
   stop the hub for a minute; the Pis buffer, and afterwards the counts show nothing lost:
     {hub} fault restart 60

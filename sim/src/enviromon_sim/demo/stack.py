@@ -44,8 +44,6 @@ READY_TIMEOUT_S = 60.0
 #: Seconds each stop phase (Pis, then services) waits before SIGKILL.
 STOP_GRACE_S = 5.0
 PIDS_FILE = "pids.json"
-#: Whether the edge module on main can connect to a hub (its hub-mode entry point has landed).
-HUB_MODE = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,7 +349,7 @@ class DemoStack:
             env["WEBPUBSUB_CONNECTION_STRING"] = self.pubsub_connection_string
         return env
 
-    def start_sink(self) -> None:
+    def start_sink(self, *, batch_size: int = 100) -> None:
         """The sink's local runner: the hub's event log in, Tables and Web PubSub out, the API."""
         argv = [
             self.python,
@@ -363,6 +361,8 @@ class DemoStack:
             "127.0.0.1",
             "--port",
             str(self.ports.api),
+            "--batch-size",
+            str(batch_size),
         ]
         child = self._spawn("sink", argv, self.sink_env())
         took = child.wait_ready(
@@ -376,18 +376,38 @@ class DemoStack:
         """SIGKILL the sink's runner (a crash mid-batch, for fault tests)."""
         self.children["sink"].kill()
 
-    def restart_sink(self) -> None:
-        """Start the sink's runner again after ``kill_sink``."""
+    def restart_sink(self, *, batch_size: int = 100) -> None:
+        """Start the sink's runner again after ``kill_sink`` (same port, same checkpoint)."""
         del self.children["sink"]
-        self.start_sink()
+        self.start_sink(batch_size=batch_size)
 
     def start_dashboard(self) -> None:
-        """The dashboard's static server: not on main yet, so this says so."""
-        self._ready(
+        """The dashboard's static server, with a config.json pointing at the sink's API."""
+        dist = self.root / "dashboard" / "dist"
+        if not (dist / "index.html").exists():
+            raise DemoError(f"the dashboard is not built ({dist} is missing): run `make dashboard`")
+        argv = [
+            self.python,
+            "-m",
+            "enviromon_sim.cli",
             "dashboard",
-            "not built yet (dashboard/ holds only the contract); the API is " + self.api_base_url,
-            0.0,
+            "serve",
+            "--api",
+            self.api_base_url,
+            "--hub",
+            PUBSUB_HUB,
+            "--dir",
+            str(dist),
+            "--port",
+            str(self.ports.dashboard),
+        ]
+        child = self._spawn("dashboard", argv)
+        took = child.wait_ready(
+            lambda: _http_status(self.ports.dashboard, "/config.json") == 200,
+            timeout=READY_TIMEOUT_S,
+            what="serving config.json",
         )
+        self._ready("dashboard", self.dashboard_url, took)
 
     def device_env(self, device_id: str, connection: str) -> dict[str, str]:
         """A simulated Pi's environment: where its hub is, and how often it reads."""
@@ -395,6 +415,9 @@ class DemoStack:
             "IOTHUB_DEVICE_CONNECTION_STRING": connection,
             "ENVIRO_TELEMETRY_INTERVAL": f"{self.interval:g}",
             "ENVIRO_LOG_LEVEL": "INFO",
+            # A simulated Pi has simulated GPIO: gpiozero's mock pins, so `identify` blinks
+            # (in memory) instead of answering that there is no LED.
+            "GPIOZERO_PIN_FACTORY": "mock",
         }
         if not self.external.real_hub:
             env["ENVIRO_HUB_CA_FILE"] = str(self.hub_state_dir / "tls" / "ca.pem")
@@ -417,17 +440,11 @@ class DemoStack:
             device_id,
             "--state-dir",
             str(self.state_dir / "devices" / device_id),
-            "--no-led",
         ]
 
     def start_devices(self) -> None:
         """The simulated Pis, each the module's real entry point with the real SDK."""
         if not self.device_count:
-            return
-        if not HUB_MODE:
-            self._ready(
-                "simulated Pis", "not started: the edge module cannot connect to a hub yet", 0.0
-            )
             return
         if self.external.real_hub:
             connections = list(self.external.device_connection_strings)[: self.device_count]
