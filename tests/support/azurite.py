@@ -133,3 +133,39 @@ def table_prefix() -> str:
 def make_prefix() -> Callable[[], str]:
     """A factory of fresh table-name prefixes, for tests that need several."""
     return unique_prefix
+
+
+# ----- Blob (the dashboard's static website, `enviromon dashboard publish`) -------------------
+
+AZURITE_BLOB = ROOT / "node_modules" / "azurite" / "dist" / "src" / "blob" / "main.js"
+
+
+def blob_connection_string(port: int) -> str:
+    """The dev account's connection string on a local Azurite Blob port."""
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
+        f"BlobEndpoint=http://127.0.0.1:{port}/{DEV_ACCOUNT};"
+    )
+
+
+@pytest.fixture(scope="session")
+def azurite_blob(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An in-memory Azurite Blob service on a free port, one per session; its connection string."""
+    tmp_path = tmp_path_factory.mktemp("azurite-blob")
+    if not AZURITE_BLOB.exists():
+        pytest.fail(f"Azurite is not installed ({AZURITE_BLOB} missing): run `npm ci`")
+    port = free_port()
+    argv = ["node", str(AZURITE_BLOB), "--blobHost", "127.0.0.1", "--blobPort", str(port)]
+    argv += ["--inMemoryPersistence", "--skipApiVersionCheck", "--disableProductStyleUrl"]
+    argv += ["--disableTelemetry", "--silent"]
+    child = Child(
+        name="azurite-blob", argv=argv, log_path=tmp_path / "azurite-blob.log", cwd=tmp_path
+    )
+    child.start()
+    try:
+        child.wait_ready(
+            lambda: _azurite.answers(port), timeout=START_TIMEOUT_S, what="answering HTTP"
+        )
+        yield blob_connection_string(port)
+    finally:
+        stop_all([child], grace=10)

@@ -51,8 +51,10 @@ def _serve_command(args: argparse.Namespace) -> int:
 
 
 def register(services: argparse._SubParsersAction[Any]) -> None:
-    """Add `enviromon dashboard serve`."""
-    parser = services.add_parser("dashboard", help="serve the built dashboard locally")
+    """Add `enviromon dashboard serve` (and `publish`)."""
+    parser = services.add_parser(
+        "dashboard", help="serve the built dashboard locally, or publish it to Azure Storage"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve", help="serve dashboard/dist until Ctrl-C; prints its URL first"
@@ -67,3 +69,7 @@ def register(services: argparse._SubParsersAction[Any]) -> None:
         "--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s; 0 = a free one)"
     )
     serve.set_defaults(handler=_serve_command)
+    # `publish` (to an Azure Storage static website) belongs to the operator's commands.
+    from enviromon_sim.ops.cli import register_publish
+
+    register_publish(commands)

@@ -4,6 +4,8 @@
 - ``enviromon twin show ID`` / ``enviromon twin update ID --desired '{...}'``
 - ``enviromon monitor-events [--device-id D] [--module-id M] [--timeout S] [--count N]``
 - ``enviromon calibrate DEVICE[/MODULE] --temperature 21.3 [--humidity 48] [--pressure 1012]``
+- ``enviromon dashboard publish --function-app NAME --storage-account NAME`` (registered into the
+  dashboard's own ``dashboard`` group)
 
 Which hub: ``--login CONNECTION_STRING`` or ``IOTHUB_CONNECTION_STRING`` (a shared access
 policy of a real IoT Hub) selects Azure; otherwise the local hub whose state is in
@@ -19,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from enviromon_sim.exitcodes import EXIT_TIMEOUT
 from enviromon_sim.iothub.errors import HubError
@@ -33,7 +35,11 @@ from enviromon_sim.ops.calibrate import (
 )
 from enviromon_sim.ops.errors import ConfigurationError, OpsError, WaitTimeoutError
 from enviromon_sim.ops.events import Arrived, azure_events, event_view, local_events, matches
+from enviromon_sim.ops.publish import ACCOUNT_NAME, api_base_url, publish
 from enviromon_sim.ops.service import HubService
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient
 
 LOGIN_ENV = "IOTHUB_CONNECTION_STRING"
 EVENTS_ENV = "IOTHUB_EVENTS_CONNECTION"
@@ -240,6 +246,89 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         )
         print(f"calibration version {outcome.version} applied: {shown}")
     return 0
+
+
+# ----- dashboard publish ------------------------------------------------------------------
+
+STORAGE_CONNECTION_ENV = "AZURE_STORAGE_CONNECTION_STRING"
+STORAGE_KEY_ENV = "AZURE_STORAGE_KEY"
+DEFAULT_DASHBOARD_DIR = Path("dashboard/dist")
+
+
+def _blob_service(args: argparse.Namespace) -> BlobServiceClient:
+    from azure.storage.blob import BlobServiceClient
+
+    conn = args.connection_string or os.environ.get(STORAGE_CONNECTION_ENV, "").strip()
+    if conn:
+        try:
+            return BlobServiceClient.from_connection_string(conn)
+        except ValueError as exc:
+            raise ConfigurationError(f"storage connection string: {exc}") from exc
+    if not args.storage_account:
+        raise ConfigurationError(
+            f"give --storage-account NAME (with {STORAGE_KEY_ENV}) or --connection-string"
+            f" (or {STORAGE_CONNECTION_ENV})"
+        )
+    if not ACCOUNT_NAME.fullmatch(args.storage_account):
+        raise ConfigurationError(
+            f"--storage-account {args.storage_account!r}: 3-24 lower-case letters and digits"
+        )
+    key = os.environ.get(STORAGE_KEY_ENV, "").strip()
+    if not key:
+        raise ConfigurationError(
+            f"{STORAGE_KEY_ENV} is not set (az storage account keys list -n"
+            f" {args.storage_account} --query [0].value -o tsv)"
+        )
+    url = f"https://{args.storage_account}.blob.core.windows.net"
+    return BlobServiceClient(account_url=url, credential=key)
+
+
+def cmd_dashboard_publish(args: argparse.Namespace) -> int:
+    """Publish; print what was uploaded and the config the page will read."""
+    from enviromon_sim.dashboard.errors import ConfigError
+    from enviromon_sim.dashboard.server import config_json
+
+    if (args.function_app is None) == (args.api_base_url is None):
+        raise ConfigurationError("give one of --function-app NAME or --api-base-url URL")
+    api = args.api_base_url or api_base_url(args.function_app)
+    try:
+        config = config_json(api, args.hub)
+    except ConfigError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    result = publish(
+        service=_blob_service(args), directory=Path(args.dir), config=config, prune=args.prune
+    )
+    for name in result.files:
+        print(f"uploaded {name}")
+    for name in result.pruned:
+        print(f"deleted {name}")
+    print(f"config.json: {config.decode('utf-8')}")
+    return 0
+
+
+def register_publish(commands: argparse._SubParsersAction[Any]) -> None:
+    """Add ``publish`` to the ``enviromon dashboard`` group (the dashboard's CLI calls this)."""
+    pub = commands.add_parser(
+        "publish", help="upload the built dashboard to a Storage static website ($web)"
+    )
+    pub.add_argument("--function-app", help="the sink's Function App: its API is the page's")
+    pub.add_argument(
+        "--api-base-url",
+        help="the sink API base URL instead (e.g. the template's apiBaseUrl output)",
+    )
+    pub.add_argument("--hub", default="enviromon", help="Web PubSub hub (default %(default)s)")
+    pub.add_argument("--storage-account", help=f"the Storage account (key in ${STORAGE_KEY_ENV})")
+    pub.add_argument(
+        "--connection-string",
+        help=f"a Storage connection string (default ${STORAGE_CONNECTION_ENV})",
+    )
+    pub.add_argument(
+        "--dir", default=str(DEFAULT_DASHBOARD_DIR), help="built files (default %(default)s)"
+    )
+    pub.add_argument(
+        "--prune", action="store_true", help="delete blobs in $web the new site does not have"
+    )
+    pub.set_defaults(handler=_run(cmd_dashboard_publish))
 
 
 # ----- wiring ---------------------------------------------------------------------------
