@@ -146,3 +146,24 @@ def test_whole_twin_after_offline_change_drops_the_deleted_property(
     # Before the twin came, the stored config (v1) was in force: never the env defaults (0).
     assert {r["calibration"] for r in second} <= {v1, v2}
     assert '"intercept": 0.0' in (state / "config.json").read_text()
+
+
+def test_reconnect_fetches_the_whole_twin_again(
+    tmp_path: Path, hub: HubThread, hub_device: Any
+) -> None:
+    """The connection drops and the hub refuses for 3 s; a change made meanwhile is in force
+    after the reconnect, and the module fetched the whole twin again (twinFetches 2)."""
+    dev: HubDevice = hub_device("pi-reconnect")
+    with run_module(device_env(tmp_path, dev, tmp_path / "state"), tmp_path / "m.log") as module:
+        wait_until(lambda: reported(hub, dev.identity).get("hub", {}).get("twinFetches") == 1)
+        hub.refuse_connections(3)
+        hub.drop_connections()
+        twin = hub.patch_desired(dev.identity, {"alerts": {"temperatureHigh": 26.0}})
+        version = twin["properties"]["desired"]["$version"]
+        _applied(hub, dev, version)
+        wait_until(lambda: reported(hub, dev.identity)["hub"]["twinFetches"] == 2, timeout=20)
+        n = len(readings_of(hub, dev.identity))
+        wait_readings(hub, dev.identity, n + 2)
+        code, _ = module.stop()
+    assert code == 0, module.log()
+    assert readings_of(hub, dev.identity)[-1]["calibration"] == version

@@ -453,14 +453,17 @@ class HubClient:
             "patch reported properties",
         )
 
-    def close(self) -> None:
-        """Disconnect and release the SDK's threads (bounded); safe to call twice."""
+    def close(self, timeout: float = 3.0) -> None:
+        """Disconnect and release the SDK's threads within ``timeout`` s; safe to call twice.
+
+        Short on purpose: it runs on SIGTERM, and a container runtime kills after ~10 s.
+        """
         if self._closed:
             return
         self._closed = True
         try:
             if self._client is not None:
-                self._call(self._client.shutdown, self._call_timeout, "shutdown")
+                self._call(self._client.shutdown, timeout, "shutdown")
         except HubError as exc:
             log.warning("hub client did not shut down cleanly: %s", exc)
         finally:

@@ -105,8 +105,12 @@ class HubRunner:
         """Start connecting (in the background: reading never waits for the hub)."""
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the supervisor (bounded); the client is closed by the caller."""
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the supervisor, waiting at most ``timeout`` s; the caller closes the client.
+
+        The supervisor may be inside a bounded hub call; it is a daemon thread, so it ends with
+        the process either way.
+        """
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():
@@ -116,7 +120,11 @@ class HubRunner:
         """The whole reported document."""
         doc = self._app.reported()
         doc["config"] = self._desired.reported()
-        doc["hub"] = {"mode": self._client.settings.mode, "methods": list(self._methods.names)}
+        doc["hub"] = {
+            "mode": self._client.settings.mode,
+            "methods": list(self._methods.names),
+            "twinFetches": self.twin_fetches,
+        }
         return doc
 
     # ----- SDK callbacks (SDK threads) -------------------------------------------------
