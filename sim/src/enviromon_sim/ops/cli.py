@@ -4,6 +4,7 @@
 - ``enviromon twin show ID`` / ``enviromon twin update ID --desired '{...}'``
 - ``enviromon monitor-events [--device-id D] [--module-id M] [--timeout S] [--count N]``
 - ``enviromon calibrate DEVICE[/MODULE] --temperature 21.3 [--humidity 48] [--pressure 1012]``
+- ``enviromon load --devices 10 --rate 1 --duration 60 [--shape schema1|websim|legacy|simtemp]``
 - ``enviromon dashboard publish --function-app NAME --storage-account NAME`` (registered into the
   dashboard's own ``dashboard`` group)
 
@@ -40,6 +41,8 @@ from enviromon_sim.ops.service import HubService
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient
+
+    from enviromon_sim.ops.load import Plan
 
 LOGIN_ENV = "IOTHUB_CONNECTION_STRING"
 EVENTS_ENV = "IOTHUB_EVENTS_CONNECTION"
@@ -248,6 +251,92 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----- load -----------------------------------------------------------------------------
+
+
+def _load_plan(args: argparse.Namespace) -> Plan:
+    """Devices and how to reach them: a file of connection strings, a real hub, or the local."""
+    from enviromon_sim.ops.load import Plan
+
+    common: dict[str, Any] = {
+        "rate": args.rate,
+        "duration": args.duration,
+        "shape": args.shape,
+        "seed": args.seed,
+    }
+    if not 1 <= args.devices <= 1000:
+        raise OpsError("--devices: 1 to 1000")
+    Plan(connection_strings=["DeviceId=check"] * args.devices, **common)  # checks, before any I/O
+    ids = [Identity(f"{args.prefix}{i:04d}") for i in range(1, args.devices + 1)]
+    if args.connection_strings:
+        try:
+            text = Path(args.connection_strings).read_text("utf-8")
+        except OSError as exc:
+            raise OpsError(f"--connection-strings: {exc}") from exc
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+        return Plan(connection_strings=lines[: args.devices], **common)
+    if _login(args) is not None:
+        service = service_for(args)
+        return Plan(connection_strings=[service.add(i) for i in ids], **common)
+    from enviromon_sim.iothub.hub import read_state
+    from enviromon_sim.ops.local import LocalHub
+
+    local = LocalHub(state_dir=Path(args.state_dir), hostname=args.hostname)
+    state = read_state(args.state_dir)
+    if not local.running or state is None:
+        raise OpsError(f"no running hub in {args.state_dir}: start `enviromon hub serve`")
+    proxy = args.proxy_port
+    if proxy is None and state.get("mqtt_port") != 8883:
+        proxy = state.get("proxy_port")
+        if not proxy:
+            raise OpsError(
+                f"the local hub listens on {state.get('mqtt_port')}, and the SDK dials 8883:"
+                " restart it with --port 8883, or with --proxy-port 0"
+            )
+    try:
+        ca = Path(str(state["ca"])).read_text("utf-8")
+    except (KeyError, OSError) as exc:
+        raise OpsError(f"cannot read the hub's CA certificate: {exc}") from exc
+    return Plan(
+        connection_strings=[local.ensure(i) for i in ids], ca_pem=ca, proxy_port=proxy, **common
+    )
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    """Run the load generator; print a summary; exit 1 if any message failed."""
+    import asyncio
+
+    from enviromon_sim.ops.load import run
+
+    plan = _load_plan(args)
+    show = not args.no_progress and sys.stderr.isatty()
+    from tqdm import tqdm
+
+    with tqdm(total=plan.total, unit="msg", disable=not show, file=sys.stderr) as bar:
+        result = asyncio.run(run(plan, on_sent=bar.update))
+    summary = {
+        "devices": len(plan.connection_strings),
+        "shape": plan.shape,
+        "planned": plan.total,
+        "sent": result.sent,
+        "failed": result.failed,
+        "connectFailed": result.connect_failed,
+        "seconds": round(result.elapsed, 3),
+        "messagesPerSecond": round(result.rate, 1),
+    }
+    if args.json:
+        _print_json(summary)
+    else:
+        print(
+            f"sent {result.sent}/{plan.total} {plan.shape} messages from"
+            f" {summary['devices']} devices in {result.elapsed:.1f} s"
+            f" ({result.rate:.1f} msg/s); failed {result.failed}"
+        )
+    for error in result.errors[:5]:
+        print(f"error: {error}", file=sys.stderr)
+    return 0 if result.failed == 0 else 1
+
+
 # ----- dashboard publish ------------------------------------------------------------------
 
 STORAGE_CONNECTION_ENV = "AZURE_STORAGE_CONNECTION_STRING"
@@ -437,3 +526,39 @@ def register(services: argparse._SubParsersAction[Any]) -> None:
     cal.add_argument("--no-wait", action="store_true", help="patch the twin and return")
     cal.add_argument("--json", action="store_true", help="print the outcome as JSON")
     cal.set_defaults(handler=_run(cmd_calibrate))
+
+    from enviromon_sim.ops.shapes import SHAPES
+
+    load = services.add_parser(
+        "load",
+        help="N simulated devices on the real SDK, at a rate, for a duration",
+        parents=[common],
+    )
+    load.add_argument("--devices", type=int, default=10, help="how many (default 10)")
+    load.add_argument(
+        "--rate", type=float, default=1.0, help="messages per second per device (default 1)"
+    )
+    load.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
+    load.add_argument(
+        "--shape",
+        choices=sorted(SHAPES),
+        default="schema1",
+        help="schema1 (ours), websim (Raspberry Pi web simulator), legacy (the original"
+        " enviromon function's fields), simtemp (SimulatedTemperatureSensor)",
+    )
+    load.add_argument(
+        "--prefix", default="load-", help="device ids: PREFIX0001, PREFIX0002… (default load-)"
+    )
+    load.add_argument(
+        "--connection-strings", help="a file of device connection strings, one a line"
+    )
+    load.add_argument(
+        "--proxy-port",
+        type=int,
+        help="local hub: its HTTP CONNECT tunnel port (default: from hub.json when the hub"
+        " is not on 8883)",
+    )
+    load.add_argument("--seed", type=int, help="seed of the simulated values")
+    load.add_argument("--no-progress", action="store_true", help="no progress bar")
+    load.add_argument("--json", action="store_true", help="print the summary as JSON")
+    load.set_defaults(handler=_run(cmd_load))

@@ -108,6 +108,22 @@ class LocalHub:
                 self._api("PUT", admin_path(Identity(identity.device_id), "devices"))
         return str(self._api("PUT", admin_path(identity, "devices"))["connectionString"])
 
+    def ensure(self, identity: Identity) -> str:
+        """The connection string of ``identity``, registering it first when it is new."""
+        try:
+            return self.add(identity)
+        except NotFoundError:
+            raise
+        except OpsError:
+            if self._admin is None:
+                try:
+                    creds = self._registry.get(identity)
+                except DeviceNotFoundError as exc:
+                    raise NotFoundError(str(exc)) from exc
+                return connection_string(self.hostname, creds)
+            path = admin_path(identity, "devices") + "/connection-string"
+            return str(self._api("GET", path)["connectionString"])
+
     def delete(self, identity: Identity) -> list[Identity]:
         """Delete; the identities removed."""
         if self._admin is None:
