@@ -7,6 +7,7 @@ dashboard's URL and commands to try, and stops everything on Ctrl-C (or SIGTERM/
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 import signal
@@ -95,6 +96,8 @@ def _run(args: argparse.Namespace) -> int:
         import shutil
 
         shutil.rmtree(state_dir)
+    # The progress lines say what starts; the key file's own log line would only interleave.
+    logging.getLogger("enviromon_sim.webpubsub.cli").setLevel(logging.WARNING)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -147,7 +150,8 @@ def _print_progress(p: Progress) -> None:
 
 def _print_ready(stack: DemoStack, state_dir: Path) -> None:
     enviromon = _command_path()
-    hub = f"{enviromon} hub --state-dir {shlex.quote(str(state_dir / 'hub'))}"
+    hub_dir = shlex.quote(str(state_dir / "hub"))
+    hub = f"--state-dir {hub_dir}"
     first = stack.device_ids[0] if stack.device_ids else "pi-kitchen"
     print(
         f"""
@@ -155,14 +159,17 @@ Dashboard: {stack.dashboard_url}
 API:       {stack.api_base_url}/devices
 
 Try, in another terminal (from this folder):
-  what the hub has received:
-    {hub} twin show {first}
-  change {first}'s temperature calibration (the page shows the new calibration version):
-    {hub} twin set {first} '{{"calibration": {{"temperature": {{"intercept": -1.5}}}}}}'
+  the devices, and telemetry as it arrives (Ctrl-C to stop):
+    {enviromon} device list {hub}
+    {enviromon} monitor-events {hub}
+  calibrate {first} against a reference thermometer reading 21.0 °C; the page then shows about
+  21.0 and the new calibration version:
+    {enviromon} calibrate {first} --temperature 21.0 {hub} --api {stack.api_base_url}
   blink its LED (a simulated Pi has mock GPIO pins: the answer is all you see):
-    {hub} invoke {first} identify '{{"seconds": 5}}'
-  stop the hub for a minute; the Pis buffer, and afterwards the counts show nothing lost:
-    {hub} fault restart 60
+    {enviromon} hub {hub} invoke {first} identify '{{"seconds": 5}}'
+  stop the hub for a minute: the Pis keep reading into their buffers, and once it is back
+  the page's counts show every reading, Missing 0:
+    {enviromon} hub {hub} fault restart 60
 
 Ctrl-C stops everything.""",
         flush=True,

@@ -9,6 +9,7 @@ real one (docs/demo.md lists the variables).
 from __future__ import annotations
 
 import os
+import random
 import re
 import socket
 from collections.abc import Mapping
@@ -25,6 +26,9 @@ API_ENV = "ENVIROMON_API_BASE_URL"
 #: How many simulated Pis.
 DEVICE_COUNT_ENV = "ENVIROMON_DEVICES"
 MAX_DEVICES = 200
+
+#: Where ``Ports.free`` looks: above the usual services, below the ephemeral range.
+FREE_PORT_RANGE = (20000, 32768)
 
 #: Rooms of the simulated Pis, in order; more devices than rooms get numbered ids.
 ROOMS = ("kitchen", "living-room", "bedroom", "office", "hall", "garage")
@@ -63,19 +67,21 @@ class Ports:
             raise DemoError(f"two services cannot share a port: {self}")
 
     @classmethod
-    def free(cls) -> Ports:
-        """Ports free on 127.0.0.1 right now (tests and benchmarks run beside each other)."""
-        socks = []
-        try:
-            for _ in fields(cls):
-                s = socket.socket()
-                s.bind(("127.0.0.1", 0))
-                socks.append(s)
-            ports = [int(s.getsockname()[1]) for s in socks]
-        finally:
-            for s in socks:
-                s.close()
-        return cls(**{f.name: p for f, p in zip(fields(cls), ports, strict=True)})
+    def free(cls, rng: random.Random | None = None) -> Ports:
+        """Ports free on 127.0.0.1 now, for tests and benchmarks that run beside each other.
+
+        Drawn from below Linux's ephemeral range (32768-60999): a port the kernel hands to
+        someone else's ``bind(0)`` or outgoing connection cannot be taken from us there between
+        this check and the service's own bind.
+        """
+        # Spreading ports out needs no cryptographic randomness.
+        pick = rng or random.Random()  # noqa: S311
+        chosen: list[int] = []
+        while len(chosen) < len(fields(cls)):
+            port = pick.randrange(*FREE_PORT_RANGE)
+            if port not in chosen and port_free(port):
+                chosen.append(port)
+        return cls(**{f.name: p for f, p in zip(fields(cls), chosen, strict=True)})
 
 
 def option_name(field: str) -> str:

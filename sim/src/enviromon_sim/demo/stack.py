@@ -142,7 +142,7 @@ class DemoStack:
         self.stop()
 
     def start(self) -> None:
-        """Start everything, in order, each after the one before is ready.
+        """Start everything; return once every part is ready.
 
         Raises:
             DemoError: a port is busy, a tool is missing, or a service failed to start; what
@@ -153,16 +153,22 @@ class DemoStack:
         self.stop_leftovers()
         check_ports(self.ports, self.needed_ports())
         try:
-            if self.external.tables is None:
-                self.start_azurite()
+            # Independent parts start together; each is then waited for, so one slow start
+            # (Azurite's node process, Python imports on a busy machine) hides the others'.
+            tables = self.spawn_azurite() if self.external.tables is None else None
+            hub = None if self.external.real_hub else self.spawn_hub()
+            pubsub = self.spawn_pubsub() if self.external.pubsub is None else None
+            dashboard = self.spawn_dashboard()
+            if hub is not None:
+                hub.wait()
+            self.start_devices()  # they read at once and connect in the background
+            if tables is not None:
+                tables.wait()
             if not self.external.real_hub:
-                self.start_hub()
-            if self.external.pubsub is None:
-                self.start_pubsub()
-            if not self.external.real_hub:
-                self.start_sink()
-            self.start_dashboard()
-            self.start_devices()
+                self.spawn_sink().wait()  # after Tables: it creates its tables at start
+            if pubsub is not None:
+                pubsub.wait()
+            dashboard.wait()
         except BaseException:
             self.stop()
             raise
@@ -191,7 +197,8 @@ class DemoStack:
         self._write_pids()
         return child
 
-    def _ready(self, name: str, detail: str, seconds: float) -> None:
+    def report(self, name: str, detail: str, seconds: float) -> None:
+        """One progress line."""
         self._on_progress(Progress(name, detail, seconds))
 
     def _write_pids(self) -> None:
@@ -227,7 +234,7 @@ class DemoStack:
         return list(leftovers)
 
     # ----- the services --------------------------------------------------------------------
-    def start_azurite(self) -> None:
+    def spawn_azurite(self) -> Pending:
         """Azurite for Tables, persisted under the state dir (or in memory)."""
         main_js = azurite.table_main(self.root)
         if not main_js.exists():
@@ -240,12 +247,15 @@ class DemoStack:
             location.mkdir(parents=True, exist_ok=True)
         port = self.ports.azurite
         child = self._spawn("azurite", azurite.command(main_js, port=port, location=location))
-        took = child.wait_ready(
-            lambda: azurite.answers(port), timeout=READY_TIMEOUT_S, what="answering HTTP"
+        return Pending(
+            self,
+            child,
+            lambda: azurite.answers(port),
+            what="answering HTTP",
+            label=("Azurite (Tables)", f"http://127.0.0.1:{port}"),
         )
-        self._ready("Azurite (Tables)", f"http://127.0.0.1:{port}", took)
 
-    def start_hub(self) -> None:
+    def spawn_hub(self) -> Pending:
         """The local IoT Hub, with the demo's devices registered."""
         self.device_ids = device_ids(self.device_count)
         registry = Registry(private_dir(self.hub_state_dir) / "registry.json")
@@ -276,11 +286,15 @@ class DemoStack:
             state = read_state(self.hub_state_dir)
             return state is not None and state.get("pid") == child.pid and self._hub_admin_answers()
 
-        took = child.wait_ready(ready, timeout=READY_TIMEOUT_S, what="serving")
-        self._ready(
-            "local IoT Hub",
-            f"mqtts://127.0.0.1:{self.ports.hub_mqtt} (tunnel :{self.ports.hub_tunnel})",
-            took,
+        return Pending(
+            self,
+            child,
+            ready,
+            what="serving",
+            label=(
+                "local IoT Hub",
+                f"mqtts://127.0.0.1:{self.ports.hub_mqtt} (tunnel :{self.ports.hub_tunnel})",
+            ),
         )
 
     def hub_admin(self, method: str, path: str, body: Any = None, timeout: float = 30) -> Any:
@@ -308,7 +322,7 @@ class DemoStack:
             return False
         return True
 
-    def start_pubsub(self) -> None:
+    def spawn_pubsub(self) -> Pending:
         """The local Web PubSub, with its AccessKey kept (0600) under the state dir."""
         key_file = self.state_dir / "pubsub.key"
         key = load_or_create_key(key_file)
@@ -330,12 +344,13 @@ class DemoStack:
             PUBSUB_HUB,
         ]
         child = self._spawn("pubsub", argv)
-        took = child.wait_ready(
+        return Pending(
+            self,
+            child,
             lambda: _http_answers(port, "/client/hubs/" + PUBSUB_HUB),
-            timeout=READY_TIMEOUT_S,
             what="answering HTTP",
+            label=("local Web PubSub", f"http://127.0.0.1:{port}"),
         )
-        self._ready("local Web PubSub", f"http://127.0.0.1:{port}", took)
 
     def sink_env(self) -> dict[str, str]:
         """The sink's settings, as app settings would give them on Azure."""
@@ -349,7 +364,7 @@ class DemoStack:
             env["WEBPUBSUB_CONNECTION_STRING"] = self.pubsub_connection_string
         return env
 
-    def start_sink(self, *, batch_size: int = 100) -> None:
+    def spawn_sink(self, *, batch_size: int = 100) -> Pending:
         """The sink's local runner: the hub's event log in, Tables and Web PubSub out, the API."""
         argv = [
             self.python,
@@ -365,12 +380,13 @@ class DemoStack:
             str(batch_size),
         ]
         child = self._spawn("sink", argv, self.sink_env())
-        took = child.wait_ready(
+        return Pending(
+            self,
+            child,
             lambda: _http_status(self.ports.api, "/api/devices") == 200,
-            timeout=READY_TIMEOUT_S,
             what="serving /api/devices",
+            label=("sink (local runner + API)", self.api_base_url),
         )
-        self._ready("sink (local runner + API)", self.api_base_url, took)
 
     def kill_sink(self) -> None:
         """SIGKILL the sink's runner (a crash mid-batch, for fault tests)."""
@@ -379,9 +395,9 @@ class DemoStack:
     def restart_sink(self, *, batch_size: int = 100) -> None:
         """Start the sink's runner again after ``kill_sink`` (same port, same checkpoint)."""
         del self.children["sink"]
-        self.start_sink(batch_size=batch_size)
+        self.spawn_sink(batch_size=batch_size).wait()
 
-    def start_dashboard(self) -> None:
+    def spawn_dashboard(self) -> Pending:
         """The dashboard's static server, with a config.json pointing at the sink's API."""
         dist = self.root / "dashboard" / "dist"
         if not (dist / "index.html").exists():
@@ -402,12 +418,13 @@ class DemoStack:
             str(self.ports.dashboard),
         ]
         child = self._spawn("dashboard", argv)
-        took = child.wait_ready(
+        return Pending(
+            self,
+            child,
             lambda: _http_status(self.ports.dashboard, "/config.json") == 200,
-            timeout=READY_TIMEOUT_S,
             what="serving config.json",
+            label=("dashboard", self.dashboard_url),
         )
-        self._ready("dashboard", self.dashboard_url, took)
 
     def device_env(self, device_id: str, connection: str) -> dict[str, str]:
         """A simulated Pi's environment: where its hub is, and how often it reads."""
@@ -454,7 +471,7 @@ class DemoStack:
         began = time.monotonic()
         for index, (device_id, conn) in enumerate(zip(self.device_ids, connections, strict=True)):
             self.start_device(index, device_id, conn)
-        self._ready(
+        self.report(
             "simulated Pis",
             f"{len(self.device_ids)} started: " + ", ".join(self.device_ids),
             time.monotonic() - began,
@@ -485,6 +502,30 @@ class DemoStack:
         """The local hub's connection string for one of the demo's devices."""
         registry = Registry(self.hub_state_dir / "registry.json")
         return connection_string(HUB_HOSTNAME, registry.get(Identity(device_id)))
+
+
+class Pending:
+    """A started part not yet known to be ready: ``wait()`` checks, then reports progress."""
+
+    def __init__(
+        self,
+        stack: DemoStack,
+        child: Child,
+        probe: Callable[[], bool],
+        *,
+        what: str,
+        label: tuple[str, str],
+    ) -> None:
+        self._stack = stack
+        self._child = child
+        self._probe = probe
+        self._what = what
+        self._label = label
+
+    def wait(self) -> None:
+        """Block until ready (raises ServiceFailedError), then print its progress line."""
+        took = self._child.wait_ready(self._probe, timeout=READY_TIMEOUT_S, what=self._what)
+        self._stack.report(*self._label, took)
 
 
 def _device_id_of(connection: str) -> str:
