@@ -9,7 +9,7 @@ export const METRICS = table.metrics.map((m) => ({
   label: m.label,
   unit: m.unit,
   decimals: m.decimals,
-  always: m.edge === true,
+  always: m.edge === true && m.optional !== true, // optional ones (light) only when sent
 }));
 
 /** Values the page computes from temperature and relative humidity (see derived.js). */

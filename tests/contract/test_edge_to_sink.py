@@ -51,10 +51,10 @@ device_ids = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_s
 ) | st.sampled_from(["pi-kitchen", "Küche", "lab/pi-1", "<img src=x onerror=alert(1)>"])
 
 
-def _pipeline(tmp: Path, device_id: str) -> Pipeline:
+def _pipeline(tmp: Path, device_id: str, altitude: float | None = None) -> Pipeline:
     return Pipeline(
         device_id=device_id,
-        config=ModuleConfig(),
+        config=ModuleConfig(altitude=altitude),
         air_quality=AirQuality(source="bme680", state_path=tmp / "baseline.json"),
         clock=FakeClock(),
     )
@@ -65,16 +65,18 @@ def _pipeline(tmp: Path, device_id: str) -> Pipeline:
     batch=st.lists(raw_readings, min_size=1, max_size=5),
     packed=st.booleans(),
     device_id=device_ids,
+    altitude=st.one_of(st.none(), st.floats(-500, 9000)),
 )
 def test_every_edge_message_is_valid_and_read_back_unchanged(
     tmp_path_factory: pytest.TempPathFactory,
     batch: list[RawReading],
     packed: bool,
+    altitude: float | None,
     device_id: str,
 ) -> None:
     """Edge output validates against the schema; the sink keeps its boot, seq, values, flags, id."""
     tmp = tmp_path_factory.mktemp("edge")
-    pipeline = _pipeline(tmp, device_id)
+    pipeline = _pipeline(tmp, device_id, altitude)
     readings = [pipeline.process(raw) for raw in batch]
     messages = (
         [pack(readings, as_array=True)] if packed else [pack([r], as_array=False) for r in readings]

@@ -8,7 +8,13 @@ import math
 from pathlib import Path
 
 import pytest
-from enviro_sensor.airquality import BASELINE_SAMPLES, MIN_BURN_IN_SAMPLES, AirQuality, score
+from enviro_sensor.airquality import (
+    BASELINE_SAMPLES,
+    BASELINE_TIME_CONSTANT_S,
+    MIN_BURN_IN_SAMPLES,
+    AirQuality,
+    score,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -122,7 +128,11 @@ def test_baseline_persists_across_restart(tmp_path: Path) -> None:
     restarted = AirQuality(source="bme680", state_path=path, clock=Tick())
     assert restarted.baseline == pytest.approx(100_000.0)
     assert restarted.update(50_000.0, 40.0) == pytest.approx(62.5)
-    assert restarted.state() == {"state": "ready", "gasBaseline": 100_000}
+    assert restarted.state() == {
+        "state": "ready",
+        "gasBaseline": 100_000,
+        "timeConstantHours": 24.0,
+    }
 
 
 def test_baseline_from_other_source_is_not_used(
@@ -199,3 +209,81 @@ def test_baseline_from_other_heater_profile_is_not_used(
     assert other.baseline is None
     assert other.state()["state"] == "burning_in"
     assert any("250 °C / 150 ms" in r.getMessage() for r in caplog.records)
+
+
+# --- the baseline adapts slowly after burn-in -------------------------------------------------
+
+MINUTE = 60.0
+HOUR = 3600.0
+WEEK_MINUTES = 7 * 24 * 60
+
+
+def _burnt_in(path: Path | None, clock: Tick, gas: float = 100_000.0) -> AirQuality:
+    aq = AirQuality(source="bme680", state_path=path, clock=clock, burn_in_seconds=0.0)
+    burn_in(aq, clock, [gas] * MIN_BURN_IN_SAMPLES, step=MINUTE)
+    assert aq.baseline == pytest.approx(gas)
+    return aq
+
+
+def test_time_constant_is_the_documented_one() -> None:
+    """After one time constant of a new steady level, the baseline has moved 1 - 1/e of the way."""
+    clock = Tick()
+    aq = _burnt_in(None, clock)
+    steps = round(BASELINE_TIME_CONSTANT_S / MINUTE)
+    for _ in range(steps + 1):  # the first sample only starts the clock
+        aq.update(200_000.0, 40.0)
+        clock.t += MINUTE
+    assert aq.baseline is not None
+    moved = (aq.baseline - 100_000.0) / 100_000.0
+    assert moved == pytest.approx(1 - math.exp(-1), abs=0.005)
+
+
+def test_follows_a_slow_drift_over_a_week() -> None:
+    """A synthetic week: clean-air resistance drifts up 30 %; the baseline follows it closely."""
+    clock = Tick()
+    aq = _burnt_in(None, clock)
+    start = aq.baseline
+    for minute in range(WEEK_MINUTES):
+        aq.update(100_000.0 * (1 + 0.30 * minute / WEEK_MINUTES), 40.0)
+        clock.t += MINUTE
+    assert aq.baseline is not None and start is not None
+    # A linear drift is followed with a lag of about τ: 30 %/week × 1 day ≈ 4.3 %.
+    assert 125_000 <= aq.baseline <= 130_000
+    assert aq.baseline > start * 1.2  # it did not keep the burn-in offset
+
+
+def test_ignores_a_one_hour_spike() -> None:
+    """An hour of cooking (gas resistance halved) a day into the week hardly moves the baseline."""
+    clock = Tick()
+    aq = _burnt_in(None, clock)
+    scores = []
+    for minute in range(2 * 24 * 60):
+        in_spike = 24 * 60 <= minute < 25 * 60
+        scores.append(aq.update(50_000.0 if in_spike else 100_000.0, 40.0))
+        clock.t += MINUTE
+        if minute == 25 * 60 - 1:
+            assert aq.baseline is not None
+            assert aq.baseline >= 100_000 * 0.975  # moved by about 2 %, as documented
+    assert aq.baseline == pytest.approx(100_000, rel=0.01)  # and recovers
+    spike_scores = [s for s in scores[24 * 60 : 25 * 60] if s is not None]
+    assert max(spike_scores) < 70  # the spike itself still shows as bad air
+
+
+def test_adapted_baseline_is_persisted_and_reset_still_works(tmp_path: Path) -> None:
+    """The adapted baseline is saved (at most every 10 min) and reset burns in again."""
+    path = tmp_path / "aq.json"
+    clock = Tick()
+    aq = _burnt_in(path, clock)
+    for _ in range(24 * 60):
+        aq.update(150_000.0, 40.0)
+        clock.t += MINUTE
+    saved = json.loads(path.read_text())["gasBaseline"]
+    assert aq.baseline is not None
+    assert 120_000 < saved <= aq.baseline
+    assert aq.baseline - saved < 2_000  # no more than ~10 minutes behind
+    restarted = AirQuality(source="bme680", state_path=path, clock=Tick())
+    assert restarted.baseline == pytest.approx(saved)
+    restarted.reset()
+    assert restarted.baseline is None and not path.exists()
+    assert restarted.state()["state"] == "burning_in"
+    assert restarted.update(100_000.0, 40.0) is None  # burning in again

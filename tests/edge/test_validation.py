@@ -35,12 +35,20 @@ def test_table_drives_the_edge_keys() -> None:
         ("temperature", 21.456, 21.46, None),
         ("temperature", -40.0, -40.0, None),
         ("temperature", 85.0, 85.0, None),
-        ("temperature", 85.01, None, "temperature_out_of_range"),
+        # Just past a bound (within the table's clampMargin): the bound, flagged.
+        ("temperature", 85.01, 85.0, "temperature_clamped"),
+        ("temperature", 86.0, 85.0, "temperature_clamped"),
+        ("temperature", 86.01, None, "temperature_out_of_range"),
         ("temperature", -273.0, None, "temperature_out_of_range"),
         ("temperature", math.nan, None, "temperature_invalid"),
         ("humidity", math.inf, None, "humidity_invalid"),
-        ("humidity", 100.2, None, "humidity_out_of_range"),
-        ("humidity", -0.001, None, "humidity_out_of_range"),
+        ("humidity", 100.3, 100.0, "humidity_clamped"),
+        ("humidity", -0.001, 0.0, "humidity_clamped"),
+        ("humidity", 103.01, None, "humidity_out_of_range"),
+        ("humidity", -3.5, None, "humidity_out_of_range"),
+        ("pressure", 1100.9, 1100.0, "pressure_clamped"),
+        ("pressure", 1101.5, None, "pressure_out_of_range"),
+        ("gasResistance", 0.5, None, "gasResistance_out_of_range"),  # no margin
         ("pressure", 1012.844, 1012.84, None),
         ("pressure", 250.0, None, "pressure_out_of_range"),
         ("gasResistance", 152000.4, 152000, None),
@@ -128,12 +136,16 @@ def test_any_value_is_sent_in_range_or_flagged(
                 continue
             if math.isfinite(given_value):
                 assert f"{key}_out_of_range" in result.flags
-                assert not m.min <= given_value <= m.max
+                assert not m.min - m.clamp_margin <= given_value <= m.max + m.clamp_margin
             else:
                 assert f"{key}_invalid" in result.flags
         else:
             assert given_value is not None and math.isfinite(given_value)
             assert m.min <= out <= m.max
             assert out == round(out, m.decimals)
-            assert abs(out - given_value) <= 0.5 * 10 ** (-m.decimals) + 1e-9
+            if f"{key}_clamped" in result.flags:  # just past a bound: the bound itself
+                assert out in (m.min, m.max)
+                assert abs(out - given_value) <= m.clamp_margin + 1e-9
+            else:
+                assert abs(out - given_value) <= 0.5 * 10 ** (-m.decimals) + 1e-9
     assert len(result.flags) == len(set(result.flags))

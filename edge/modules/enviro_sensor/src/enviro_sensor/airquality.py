@@ -15,6 +15,13 @@ The recipe:
    Gas score (75 %): ``gas / baseline`` when the gas resistance is below the baseline (lower
    resistance = more VOCs), full marks otherwise.
 4. Score = humidity score + gas score.
+5. After burn-in the gas baseline adapts slowly (our addition, not Pimoroni's): each heat-stable
+   sample pulls it towards itself as an exponential moving average with a time constant of
+   :data:`BASELINE_TIME_CONSTANT_S` (24 h), ``baseline += (gas − baseline) · (1 − e^(−Δt/τ))``,
+   with Δt the time since the previous sample (at most :data:`MAX_STEP_S`, so a sample after a
+   long gap does not count for the whole gap). A sensor that ages, or moves to a cleaner room,
+   so does not report the same offset forever; an hour of cooking moves the baseline by about
+   4 % of the dip (1 − e^(−1/24)), and a slow drift is followed with a lag of about τ.
 
 The baseline is persisted on disk (atomically), so a restart does not burn in again; it is kept per
 sensor source and heater profile, so a baseline learnt from simulated data is never applied to a
@@ -40,6 +47,12 @@ from .config import write_atomic
 log = logging.getLogger(__name__)
 
 BURN_IN_SECONDS = 300.0
+#: Time constant of the baseline's slow adaptation after burn-in (step 5 above).
+BASELINE_TIME_CONSTANT_S = 24 * 3600.0
+#: The longest Δt one sample counts for.
+MAX_STEP_S = 3600.0
+#: How often an adapted baseline is written to disk (it changes slowly; a restart loses less).
+SAVE_INTERVAL_S = 600.0
 BASELINE_SAMPLES = 50
 MIN_BURN_IN_SAMPLES = 5
 HUMIDITY_BASELINE = 40.0  # %RH
@@ -83,6 +96,7 @@ class AirQuality:
         profile: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         burn_in_seconds: float = BURN_IN_SECONDS,
+        time_constant_s: float = BASELINE_TIME_CONSTANT_S,
     ) -> None:
         """Create the scorer, loading a persisted baseline for ``source`` if there is one.
 
@@ -94,12 +108,19 @@ class AirQuality:
                 baseline learnt with another profile is ignored.
             clock: monotonic seconds (injectable for tests).
             burn_in_seconds: burn-in length (300 s in Pimoroni's recipe).
+            time_constant_s: how slowly the baseline adapts after burn-in (24 h).
 
         Raises:
-            ValueError: ``burn_in_seconds`` is negative or not finite.
+            ValueError: ``burn_in_seconds`` is negative or not finite, or ``time_constant_s``
+                is not positive and finite.
         """
         if not (math.isfinite(burn_in_seconds) and burn_in_seconds >= 0):
             raise ValueError(f"burn_in_seconds must be finite and >= 0, got {burn_in_seconds}")
+        if not (math.isfinite(time_constant_s) and time_constant_s > 0):
+            raise ValueError(f"time_constant_s must be finite and > 0, got {time_constant_s}")
+        self._tau = time_constant_s
+        self._last_sample: float | None = None
+        self._last_save: float | None = None
         self._source = source
         self._profile = profile
         self._path = Path(state_path) if state_path is not None else None
@@ -118,7 +139,11 @@ class AirQuality:
     def state(self) -> dict[str, Any]:
         """The baseline state, for the twin's reported properties."""
         if self._baseline is not None:
-            return {"state": "ready", "gasBaseline": round(self._baseline)}
+            return {
+                "state": "ready",
+                "gasBaseline": round(self._baseline),
+                "timeConstantHours": round(self._tau / 3600.0, 2),
+            }
         elapsed = 0.0 if self._started is None else self._clock() - self._started
         return {
             "state": "burning_in",
@@ -139,9 +164,11 @@ class AirQuality:
         if self._baseline is None:
             self._burn_in(gas)
             return None
+        baseline = self._baseline
+        self._adapt(gas)
         if humidity is None or not math.isfinite(humidity):
             return None
-        return score(gas, min(100.0, max(0.0, humidity)), gas_baseline=self._baseline)
+        return score(gas, min(100.0, max(0.0, humidity)), gas_baseline=baseline)
 
     def reset(self) -> None:
         """Forget the baseline (memory and disk) and start a new burn-in."""
@@ -149,12 +176,27 @@ class AirQuality:
         self._samples.clear()
         self._sample_count = 0
         self._started = None
+        self._last_sample = None
+        self._last_save = None
         if self._path is not None:
             try:
                 self._path.unlink(missing_ok=True)
             except OSError as exc:
                 log.error("cannot remove air-quality baseline %s: %s", self._path, exc)
         log.info("air-quality baseline reset: burning in again for %.0f s", self._burn_in_seconds)
+
+    def _adapt(self, gas: float) -> None:
+        """Pull the baseline towards ``gas`` (exponential moving average, time constant τ)."""
+        assert self._baseline is not None
+        now = self._clock()
+        last, self._last_sample = self._last_sample, now
+        if last is None:
+            return  # the first sample after burn-in or a restart: no Δt yet
+        step = min(max(0.0, now - last), MAX_STEP_S)
+        self._baseline += (gas - self._baseline) * -math.expm1(-step / self._tau)
+        if self._last_save is None or now - self._last_save >= SAVE_INTERVAL_S:
+            self._last_save = now
+            self._save()
 
     def _burn_in(self, gas: float) -> None:
         now = self._clock()
@@ -167,6 +209,7 @@ class AirQuality:
             self._sample_count >= MIN_BURN_IN_SAMPLES
         ):
             self._baseline = sum(self._samples) / len(self._samples)
+            self._last_sample = self._last_save = now
             log.info(
                 "air-quality burn-in done: gas baseline %.0f Ω from %d samples",
                 self._baseline,

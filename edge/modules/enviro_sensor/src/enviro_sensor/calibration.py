@@ -1,10 +1,20 @@
 """Device-side calibration: pure functions, plus a smoothed CPU-temperature source.
 
-Order of operations for temperature: first Pimoroni's CPU-heat compensation on the raw value,
-``raw − (cpu − raw) / factor`` (a sensor close to a Pi's CPU reads high), then the linear
-calibration ``value × slope + intercept``, so a slope/intercept measured against a reference
-thermometer corrects what is left after compensation. Humidity and pressure take only the linear
-calibration.
+Order of operations: first Pimoroni's CPU-heat compensation on the raw temperature,
+``raw − (cpu − raw) / factor`` (a sensor close to a Pi's CPU reads high). The sensor sits in air
+warmed by the CPU, so its relative humidity reads low: the water vapour it measured (its dew
+point) is kept and the relative humidity recomputed at the corrected temperature with the Magnus
+formula (:mod:`enviro_sensor.physics`); Pimoroni's examples correct temperature only. A corrected
+temperature below the measured dew point gives 100 %RH and the flag ``humidity_saturated``.
+Then the linear calibration ``value × slope + intercept`` of each quantity, so a slope/intercept
+measured against reference instruments corrects what is left after compensation.
+
+When the humidity cannot be recomputed (a raw humidity outside 0…100 %RH, or a temperature
+outside the range the Magnus formula is used in, −45…85 °C) it is passed on uncompensated with
+the flag ``humidity_uncompensated``; validation then judges it as usual.
+
+:func:`derived` adds the sea-level pressure (``pressureSeaLevel``) when the twin sets the altitude;
+the station pressure stays the measured value.
 
 The CPU temperature is passed in, the gpiozero way: a ``gpiozero.CPUTemperature`` instance, or any
 callable returning °C. :class:`CpuTemperature` smooths it (a moving average), because a single
@@ -17,16 +27,22 @@ import logging
 import math
 import warnings
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from .config import Calibration, Linear
+from .physics import humidity_at, in_magnus_range, sea_level_pressure
 from .reading import RawReading
 
 log = logging.getLogger(__name__)
 
 FLAG_CPU_UNAVAILABLE = "cpu_temperature_unavailable"
+FLAG_HUMIDITY_SATURATED = "humidity_saturated"
+FLAG_HUMIDITY_UNCOMPENSATED = "humidity_uncompensated"
+SEA_LEVEL_KEY = "pressureSeaLevel"
+#: The standard atmosphere's sea-level temperature, used when the station temperature is invalid.
+STANDARD_TEMPERATURE_C = 15.0
 
 
 class HasTemperature(Protocol):
@@ -82,21 +98,64 @@ def calibrate(raw: RawReading, cal: Calibration, *, cpu_temperature: float | Non
     """
     flags: list[str] = []
     temperature = raw.temperature
+    humidity = raw.humidity
     comp = cal.cpu_compensation
     if comp.enabled:
         if cpu_temperature is not None and math.isfinite(cpu_temperature):
             temperature = compensate_cpu_heat(temperature, cpu_temperature, comp.factor)
+            humidity, flag = compensate_humidity(humidity, raw.temperature, temperature)
+            if flag is not None:
+                flags.append(flag)
         else:
             flags.append(FLAG_CPU_UNAVAILABLE)
     values: dict[str, float | None] = {
         "temperature": linear(temperature, cal.temperature),
-        "humidity": linear(raw.humidity, cal.humidity),
+        "humidity": linear(humidity, cal.humidity),
         "pressure": linear(raw.pressure, cal.pressure),
         "gasResistance": raw.gas_resistance,
     }
     if raw.light is not None:
         values["light"] = raw.light
     return Calibrated(values=values, flags=tuple(flags))
+
+
+def compensate_humidity(
+    humidity: float, measured_at: float, corrected: float
+) -> tuple[float, str | None]:
+    """Relative humidity at the CPU-corrected temperature, keeping the measured dew point.
+
+    Returns:
+        (humidity %RH, flag or None): in 0…100 when recomputed; 100 with
+        ``humidity_saturated`` when the corrected temperature is below the dew point; the
+        input unchanged with ``humidity_uncompensated`` outside the formula's range.
+    """
+    if not (
+        math.isfinite(humidity)
+        and 0.0 <= humidity <= 100.0
+        and in_magnus_range(measured_at)
+        and in_magnus_range(corrected)
+    ):
+        return humidity, FLAG_HUMIDITY_UNCOMPENSATED
+    value = humidity_at(humidity, measured_at, corrected)
+    if value > 100.0:
+        return 100.0, FLAG_HUMIDITY_SATURATED
+    return value, None
+
+
+def derived(
+    values: Mapping[str, float | int | None], *, altitude: float | None
+) -> dict[str, float]:
+    """Values computed from validated ones: ``pressureSeaLevel`` when ``altitude`` is set.
+
+    Only from a valid station pressure; the station temperature when valid, else the standard
+    atmosphere's 15 °C.
+    """
+    pressure = values.get("pressure")
+    if altitude is None or pressure is None:
+        return {}
+    temperature = values.get("temperature")
+    t = STANDARD_TEMPERATURE_C if temperature is None else float(temperature)
+    return {SEA_LEVEL_KEY: sea_level_pressure(float(pressure), t, altitude)}
 
 
 class CpuTemperature:

@@ -31,6 +31,8 @@ class Metric:
         calibrated: whether slope/intercept calibration applies to it.
         edge: whether the edge module sends it.
         optional: schema 1 may leave it out (sent only when the sensor or config gives it).
+        clamp_margin: how far past min/max a value is clamped to the bound (and flagged)
+            rather than refused.
     """
 
     key: str
@@ -42,6 +44,7 @@ class Metric:
     calibrated: bool
     edge: bool
     optional: bool = False
+    clamp_margin: float = 0.0
 
     def in_range(self, value: float) -> bool:
         """Whether a finite value lies inside the valid range (bounds included)."""
@@ -72,9 +75,12 @@ def _metric(row: dict[str, Any]) -> Metric:
         calibrated=bool(row["calibrated"]),
         edge=bool(row["edge"]),
         optional=bool(row.get("optional", False)),
+        clamp_margin=float(row.get("clampMargin", 0)),
     )
     if not (math.isfinite(metric.min) and math.isfinite(metric.max) and metric.min < metric.max):
         raise ValueError(f"metrics.json: bad range for {metric.key!r}")
+    if not (math.isfinite(metric.clamp_margin) and metric.clamp_margin >= 0):
+        raise ValueError(f"metrics.json: bad clampMargin for {metric.key!r}")
     if metric.decimals < 0:
         raise ValueError(f"metrics.json: negative decimals for {metric.key!r}")
     return metric

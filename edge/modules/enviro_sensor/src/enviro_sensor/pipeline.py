@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from . import __version__
 from .airquality import AirQuality
-from .calibration import CpuTemperature, calibrate
+from .calibration import CpuTemperature, calibrate, derived
 from .config import ConfigStore, ModuleConfig
 from .errors import SensorError
 from .message import OutgoingMessage, Reading, build_reading, check_device_id, new_boot_id, pack
@@ -174,6 +174,8 @@ class Pipeline:
         calibrated = calibrate(raw, config.calibration, cpu_temperature=cpu)
         checked = validate(calibrated.values, heat_stable=raw.heat_stable)
         values: dict[str, float | int | None] = dict(checked.values)
+        extra = validate(derived(values, altitude=config.altitude), heat_stable=True)
+        values.update(extra.values)
         gas = values["gasResistance"]
         humidity = values["humidity"]
         iaq_raw = self._air_quality.update(
@@ -181,7 +183,7 @@ class Pipeline:
         )
         iaq, iaq_flag = check_value(self._iaq, iaq_raw)
         values["iaq"] = iaq
-        flags = [*raw.flags, *calibrated.flags, *checked.flags]
+        flags = [*raw.flags, *calibrated.flags, *checked.flags, *extra.flags]
         if iaq_flag is not None:
             flags.append(iaq_flag)
         temperature = values["temperature"]

@@ -3,7 +3,9 @@
 An impossible value is never sent as a value: it becomes ``null`` plus a flag.
 
 * NaN or ±inf → ``<key>_invalid``
-* finite but outside the table's ``min..max`` → ``<key>_out_of_range``
+* finite, past ``min``/``max`` by at most the table's ``clampMargin`` → the bound, and
+  ``<key>_clamped`` (a humidity of 100.3 %RH after slope and intercept is 100 %RH, flagged)
+* finite and farther outside → ``<key>_out_of_range``
 * gas heater not stable → ``gasResistance`` null and ``gas_unstable``
 * every value that passes is rounded to the table's ``decimals``
 """
@@ -48,6 +50,8 @@ def check_value(m: Metric, value: float | None) -> tuple[Value, str | None]:
     if not math.isfinite(number):
         return None, f"{m.key}_invalid"
     if not m.in_range(number):
+        if m.min - m.clamp_margin <= number <= m.max + m.clamp_margin:
+            return m.round(m.min if number < m.min else m.max), f"{m.key}_clamped"
         return None, f"{m.key}_out_of_range"
     rounded = m.round(number)
     # The table's bounds are whole numbers today, so rounding cannot leave the range; clamp
