@@ -80,10 +80,10 @@ def test_compensated_humidity_in_range_and_keeps_dew_point(
         assert corrected <= dew_point(t, h) + 1e-9  # the corrected air is at or below its dew point
         return
     assert flag is None
-    if h > 0 and humidity > 0:
+    if h >= 1e-6:  # below that the air is dry and its dew point meaningless (log of ~0)
         assert dew_point(corrected, humidity) == pytest.approx(dew_point(t, h), abs=1e-6)
     else:
-        assert humidity == 0.0
+        assert humidity < 0.1  # stays (practically) dry: e_s ratios over -45…85 °C are < 10⁴
 
 
 @settings(max_examples=300, deadline=None)
