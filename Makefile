@@ -84,7 +84,7 @@ check: venv
 
 # The telemetry contract lives in contract/; each deployable part ships a copy, because each
 # folder is a build context of its own. tests/contract checks the copies have not drifted.
-CONTRACT_COPIES := edge/modules/enviro_sensor/src/enviro_sensor/contract cloud/sink/enviromon_sink/contract dashboard/contract
+CONTRACT_COPIES := edge/modules/enviro_sensor/src/enviro_sensor/contract cloud/sink/enviromon_sink/contract dashboard/contract sim/src/enviromon_sim/contract
 contract:
 	@for d in $(CONTRACT_COPIES); do mkdir -p $$d && cp contract/*.json $$d/; done
 	@echo "contract copied to: $(CONTRACT_COPIES)"

@@ -12,6 +12,7 @@ COPIES = [
     ROOT / "edge/modules/enviro_sensor/src/enviro_sensor/contract",
     ROOT / "cloud/sink/enviromon_sink/contract",
     ROOT / "dashboard/contract",
+    ROOT / "sim/src/enviromon_sim/contract",
 ]
 
 

@@ -16,7 +16,7 @@ from enviro_sensor.config import ModuleConfig
 from enviromon_sim.cli import main
 from enviromon_sim.exitcodes import EXIT_TIMEOUT
 from enviromon_sim.iothub.hub import HubThread
-from enviromon_sim.ops.calibrate import latest_in_body, patch_for, plan
+from enviromon_sim.ops.calibrate import check_desired, latest_in_body, patch_for, plan
 from enviromon_sim.ops.errors import OpsError
 from hypothesis import given
 from hypothesis import strategies as st
@@ -56,6 +56,19 @@ def test_plan_refuses_what_it_cannot_compute() -> None:
         plan({}, {"temperature": 20.0}, {"temperature": math.nan})
     with pytest.raises(OpsError, match="not a number"):
         plan({"temperature": {"intercept": "x"}}, {"temperature": 20.0}, {"temperature": 21.0})
+
+
+def test_a_patch_the_module_would_refuse_is_not_made() -> None:
+    """An intercept outside the twin schema's range, or a twin already holding a bad field,
+    is refused before patching; a good one passes."""
+    check_desired(
+        {"$version": 3}, patch_for(plan({}, {"temperature": 20.0}, {"temperature": 21.0}))
+    )
+    far = plan({}, {"temperature": 80.0}, {"temperature": -60.0})  # intercept -140 °C
+    with pytest.raises(OpsError, match="calibration/temperature/intercept"):
+        check_desired({}, patch_for(far))
+    with pytest.raises(OpsError, match="would refuse"):
+        check_desired({"telemetryInterval": "fast"}, {"calibration": {}})
 
 
 def test_latest_in_body_reads_single_and_packed_messages() -> None:

@@ -119,6 +119,36 @@ def patch_for(changes: list[Change]) -> dict[str, Any]:
     }
 
 
+def check_desired(desired: Mapping[str, Any], patch: Mapping[str, Any]) -> None:
+    """Raise OpsError for a patch the module would refuse, before it is made.
+
+    The merged desired document must validate against contract/twin-desired-v1.schema.json,
+    as the module checks it.
+    """
+    import copy
+    from importlib import resources
+
+    import jsonschema
+
+    from enviromon_sim.iothub.twins import merge
+
+    merged = copy.deepcopy(dict(desired))
+    merge(merged, copy.deepcopy(dict(patch)))
+    schema = json.loads(
+        resources.files("enviromon_sim")
+        .joinpath("contract/twin-desired-v1.schema.json")
+        .read_text("utf-8")
+    )
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(merged), key=lambda e: list(e.path)
+    )
+    if errors:
+        where = "/".join(str(p) for p in errors[0].absolute_path) or "(document)"
+        raise OpsError(
+            f"the module would refuse this patch: {where}: {errors[0].message} (nothing changed)"
+        )
+
+
 def desired_version(twin: Mapping[str, Any]) -> int:
     """The desired ``$version`` of a twin."""
     desired = (twin.get("properties") or {}).get("desired") or {}
@@ -173,7 +203,9 @@ def calibrate(
         latest = _wait_for(readings, identity, current, deadline, poll, clock, sleep)
         waited = True
     changes = plan(calibration, latest.values, references)
-    twin = service.patch_desired(identity, patch_for(changes))
+    patch = patch_for(changes)
+    check_desired((twin.get("properties") or {}).get("desired") or {}, patch)
+    twin = service.patch_desired(identity, patch)
     version = desired_version(twin)
     outcome = Outcome(changes, version, waited_for_device=waited)
     if wait:
