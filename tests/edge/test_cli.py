@@ -194,6 +194,25 @@ def test_every_bad_variable_is_named_at_once(tmp_path: Path) -> None:
         assert name in result.stderr, name
 
 
+def test_bad_hub_and_config_variables_are_named_together(tmp_path: Path) -> None:
+    """Hub mode: a bad ENVIRO_HUB_* variable and a bad twin-field variable, both in one error."""
+    result = run(
+        tmp_path,
+        "--sensor",
+        "simulated",
+        "--count",
+        "1",
+        "--no-led",
+        ENVIRO_HUB_RETRY_INTERVAL="never",
+        ENVIRO_READINGS_PER_MESSAGE="lots",
+        IOTHUB_DEVICE_CONNECTION_STRING="HostName=127.0.0.1;DeviceId=pi;SharedAccessKey=eA==",
+    )
+    assert result.returncode == 5, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "ENVIRO_HUB_RETRY_INTERVAL" in result.stderr
+    assert "ENVIRO_READINGS_PER_MESSAGE" in result.stderr
+
+
 def test_bad_log_level_alone_is_exit_5_without_traceback(tmp_path: Path) -> None:
     """ENVIRO_LOG_LEVEL=LOUD: a clear error naming the variable and the choices."""
     result = run(tmp_path, *ONE_SIMULATED, ENVIRO_LOG_LEVEL="LOUD")

@@ -27,7 +27,7 @@ from .sensors.settings import SensorKind
 
 if TYPE_CHECKING:
     from .config import ConfigStore, ModuleConfig
-    from .hubclient import HubClient
+    from .hubclient import HubClient, HubSettings
     from .reading import Publisher
     from .runner import HubRunner
     from .sensors import SensorSettings
@@ -324,8 +324,11 @@ def _env_int(name: str, value: int | None) -> int | None:
 
 def _environment(
     args: argparse.Namespace, state_dir: Path
-) -> tuple[ModuleConfig, Path, SensorSettings, int, int | None]:
-    """Config, where it is stored, sensor settings and LED pins from options and environment.
+) -> tuple[ModuleConfig, Path, SensorSettings, int, int | None, HubSettings | None]:
+    """Everything the options and the environment configure, checked together.
+
+    The config and where it is stored, the sensor settings, the LED pins and (without
+    ``--print``) the hub settings.
 
     Raises:
         ConfigError: naming every bad variable and option at once.
@@ -361,12 +364,18 @@ def _environment(
     )
     led_pin = gather(lambda: _or(_env_int("ENVIRO_LED_PIN", args.led_pin), 17))
     alert_pin = gather(lambda: _env_int("ENVIRO_ALERT_PIN", args.alert_pin))
+    hub: object = None
+    if not args.print_:
+        from .hubclient import HubSettings
+
+        hub = gather(HubSettings.from_env)
     if problems:
         raise ConfigError("; ".join(problems), problems=problems)
     assert isinstance(base, ModuleConfig) and isinstance(settings, SensorSettings)
     assert isinstance(led_pin, int) and (alert_pin is None or isinstance(alert_pin, int))
+    assert hub is None or isinstance(hub, HubSettings)
     store = ConfigStore(path=state_dir / "config.json")
-    return store.load(base), store.path, settings, led_pin, alert_pin
+    return store.load(base), store.path, settings, led_pin, alert_pin, hub
 
 
 def _or(value: int | None, default: int) -> int:
@@ -446,11 +455,9 @@ def _run(args: argparse.Namespace) -> int:
     from .pipeline import App, Pipeline, StatusIndicator, SystemClock
     from .sensors import open_sensor
 
-    hub_settings = None
-    if not args.print_:
-        from .hubclient import HubSettings
-
-        hub_settings = HubSettings.from_env()
+    state_dir: Path = args.state_dir or _default_state_dir()
+    config, config_path, settings, led_pin, alert_pin, hub_settings = _environment(args, state_dir)
+    log.debug("config %s (from environment and %s)", config, config_path)
     hub_device = hub_settings.identity.split("/")[0] if hub_settings is not None else None
     device_id = (
         args.device_id or _env("IOTEDGE_DEVICEID") or hub_device or socket.gethostname() or "enviro"
@@ -459,9 +466,6 @@ def _run(args: argparse.Namespace) -> int:
         check_device_id(device_id)
     except ValueError as exc:
         raise ConfigError(f"device id {device_id!r}: {exc}") from exc
-    state_dir: Path = args.state_dir or _default_state_dir()
-    config, config_path, settings, led_pin, alert_pin = _environment(args, state_dir)
-    log.debug("config %s (from environment and %s)", config, config_path)
     if not args.print_ and hub_settings is None:
         # Before the sensor is opened: a module with nowhere to send says so at once.
         from .hubclient import MISSING_HUB_HELP
