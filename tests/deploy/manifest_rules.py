@@ -148,8 +148,14 @@ def _privilege_problems(name: str, options: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _host(options: Mapping[str, Any]) -> Mapping[str, Any]:
+    """HostConfig, or {} when it is missing or not an object (reported by the privilege check)."""
+    host = options.get("HostConfig", {})
+    return host if isinstance(host, Mapping) else {}
+
+
 def _device_problems(name: str, options: Mapping[str, Any]) -> list[str]:
-    devices = options.get("HostConfig", {}).get("Devices") or []
+    devices = _host(options).get("Devices") or []
     mapped = {
         d.get("PathOnHost"): d for d in devices if isinstance(d, Mapping) and d.get("PathOnHost")
     }
@@ -166,7 +172,7 @@ def _device_problems(name: str, options: Mapping[str, Any]) -> list[str]:
 
 
 def _state_problems(name: str, entry: Mapping[str, Any], options: Mapping[str, Any]) -> list[str]:
-    host = options.get("HostConfig", {})
+    host = _host(options)
     binds = [str(b).split(":") for b in host.get("Binds") or []]
     mounts = [m for m in host.get("Mounts") or [] if isinstance(m, Mapping)]
     bound = any(len(b) >= 2 and b[0].startswith("/") and b[1] == STATE_DIR for b in binds) or any(

@@ -242,3 +242,14 @@ def test_schema_refuses_a_broken_manifest(
     manifest = copy.deepcopy(BASE)
     change(manifest)
     assert schema_errors(manifest) == [expected]
+
+
+def test_host_config_of_the_wrong_type_is_reported_not_raised() -> None:
+    """A HostConfig that is a list is one clear problem per missing piece, never a traceback."""
+    manifest = _with_options(lambda o: o.__setitem__("HostConfig", ["Privileged"]))
+    assert check_manifest(manifest) == [
+        "enviro_sensor: createOptions HostConfig must be an object",
+        "enviro_sensor: /dev/i2c-1 is not mapped (HostConfig.Devices)",
+        "enviro_sensor: /dev/gpiochip0 is not mapped (HostConfig.Devices)",
+        "enviro_sensor: no host folder bound at /app/state (HostConfig.Binds)",
+    ]
