@@ -110,10 +110,18 @@ def run_module(
             proc.wait(timeout=STOP_TIMEOUT_S)
 
 
+def all_events(hub: HubThread) -> list[Any]:
+    """Every event in the hub's event log (read_after pages at most 100 at a time)."""
+    out: list[Any] = []
+    while batch := hub.event_log.read_after(out[-1].sequence_number if out else 0, max_events=1000):
+        out.extend(batch)
+    return out
+
+
 def events_of(hub: HubThread, identity: Identity) -> list[Any]:
     """Every event the hub stored from ``identity`` (device and module id from the hub)."""
     out = []
-    for event in hub.event_log.read_after(0):
+    for event in all_events(hub):
         sp = event.system_properties
         if sp.get("iothub-connection-device-id") != identity.device_id:
             continue
