@@ -16,6 +16,14 @@ printed, so there is no baseline to name.
   the max is printed too).
 - edge.rss_mb: resident memory of a running ``enviro-sensor --sensor simulated --count 0`` (no
   Azure SDK is imported by the command), after 10 readings.
+- edge.buffer_write_ms: one durable append of a real reading to the on-disk buffer (SQLite WAL,
+  synchronous=FULL: committed and fsync'd before it returns), median of 300 (p95 printed too),
+  in a temporary folder on the machine's disk.
+- edge.messages_per_reading_drain: a backlog of 10,000 readings (device id "pi-kitchen") drained
+  by the module's Sender, readingsPerMessage 1, to an in-process publisher that returns at once:
+  messages sent / readings (each message within 4096 bytes, checked).
+- edge.drain_readings_per_s.local: readings per second of that drain (each message's ack is a
+  synced delete from the buffer). The figure to the local IoT Hub is the hub bench's.
 """
 
 from __future__ import annotations
@@ -33,19 +41,24 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psutil
 from enviro_sensor.airquality import AirQuality
+from enviro_sensor.buffer import ReadingBuffer
 from enviro_sensor.calibration import CpuTemperature
 from enviro_sensor.config import ModuleConfig
-from enviro_sensor.message import pack
+from enviro_sensor.message import MESSAGE_UNIT_BYTES, message_size, pack
 from enviro_sensor.pipeline import Pipeline
+from enviro_sensor.sender import Sender
 from enviro_sensor.sensors import SimulatedSensor
 
 SCRIPT = Path(sys.executable).parent / "enviro-sensor"
 PASSES = 20_000
 STARTS = 5
 TIMEOUT = 60.0
+WRITES = 300
+BACKLOG = 10_000
 
 
 class _Clock:
@@ -133,6 +146,66 @@ def cpu_ms_per_enviro_reading() -> float:
     for raw in raws:
         pack([pipeline.process(raw)], as_array=False)
     return (time.process_time() - start) * 1000.0 / PASSES
+
+
+def _readings(n: int, device_id: str = "pi-kitchen") -> list[Any]:
+    clock = _Clock()
+    sensor = SimulatedSensor(seed=5, device_id=device_id, now=clock.now)
+    pipeline = Pipeline(
+        device_id=device_id,
+        config=ModuleConfig(),
+        air_quality=AirQuality(
+            source="simulated", state_path=None, clock=clock.monotonic, burn_in_seconds=0.0
+        ),
+        clock=clock,
+    )
+    out = []
+    for _ in range(n):
+        clock.t += 10.0
+        out.append(pipeline.process(sensor.read()))
+    return out
+
+
+def buffer_write_ms(folder: str) -> tuple[float, float]:
+    readings = _readings(WRITES)
+    with ReadingBuffer(path=Path(folder) / "write.sqlite3") as buffer:
+        times = []
+        for r in readings:
+            start = time.perf_counter()
+            buffer.append(r.body, boot=r.boot, seq=r.seq, source=r.source, alert=r.alert)
+            times.append(time.perf_counter() - start)
+    times.sort()
+    return statistics.median(times) * 1000.0, times[int(len(times) * 0.95)] * 1000.0
+
+
+class _FastPublisher:
+    def __init__(self) -> None:
+        self.messages = 0
+        self.readings = 0
+        self.biggest = 0
+
+    def send(self, body: bytes, *, message_id: str, properties: dict[str, str]) -> None:
+        self.messages += 1
+        self.readings += body.count(b'"schema":')
+        size = message_size(body, message_id=message_id, properties=properties)
+        self.biggest = max(self.biggest, size)
+
+
+def drain(folder: str) -> tuple[float, float]:
+    """(messages per reading, readings per second) draining a backlog through the Sender."""
+    with ReadingBuffer(path=Path(folder) / "drain.sqlite3") as buffer:
+        buffer.append_many(_readings(BACKLOG))
+        publisher = _FastPublisher()
+        sender = Sender(buffer=buffer, publisher=publisher, readings_per_message=lambda: 1)
+        start = time.perf_counter()
+        left = sender.drain(timeout_s=600.0)
+        elapsed = time.perf_counter() - start
+        sender.close()
+    if left or publisher.readings != BACKLOG:
+        raise RuntimeError(f"drain left {left}, sent {publisher.readings} of {BACKLOG}")
+    if publisher.biggest > MESSAGE_UNIT_BYTES:
+        raise RuntimeError(f"a message of {publisher.biggest} bytes")
+    return publisher.messages / BACKLOG, BACKLOG / elapsed
 
 
 def _command(*args: str) -> list[str]:
@@ -233,6 +306,14 @@ def main() -> None:
         print("edge.start_to_first_reading_s.goal=1.0")
         print(f"edge.rss_mb={rss_mb(state):.1f}")
         print("edge.rss_mb.goal=40")
+        median, p95 = buffer_write_ms(state)
+        print(f"edge.buffer_write_ms={median:.2f}")
+        print(f"edge.buffer_write_ms.p95={p95:.2f}")
+        print("edge.buffer_write_ms.goal=5")
+        per_reading, rate = drain(state)
+        print(f"edge.messages_per_reading_drain={per_reading:.4f}")
+        print("edge.messages_per_reading_drain.goal=0.07")
+        print(f"edge.drain_readings_per_s.local={rate:.0f}")
 
 
 if __name__ == "__main__":

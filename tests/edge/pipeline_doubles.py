@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -79,24 +80,41 @@ class FakeClock:
         return stop.is_set()
 
 
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.002)
+    return True
+
+
 class RecordingPublisher:
-    """Keeps every message sent; can be told to fail the next N sends."""
+    """Keeps every message sent; can be told to fail the next N sends (thread-safe: the sender
+    thread sends while the test reads)."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[bytes, str, dict[str, str]]] = []
         self.fail_next = 0
+        self.attempts = 0
         self.on_send: Callable[[], None] | None = None
+        self._lock = threading.Lock()
 
     def send(self, body: bytes, *, message_id: str, properties: dict[str, str]) -> None:
-        if self.fail_next:
-            self.fail_next -= 1
-            raise ConnectionError("hub unreachable")
-        self.sent.append((body, message_id, dict(properties)))
+        with self._lock:
+            self.attempts += 1
+            if self.fail_next:
+                self.fail_next -= 1
+                raise ConnectionError("hub unreachable")
+            self.sent.append((body, message_id, dict(properties)))
         if self.on_send is not None:
             self.on_send()
 
     def bodies(self) -> list[Any]:
-        return [json.loads(body) for body, _, _ in self.sent]
+        with self._lock:
+            sent = list(self.sent)
+        return [json.loads(body) for body, _, _ in sent]
 
     def readings(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

@@ -307,3 +307,21 @@ def test_bad_env_names_every_variable() -> None:
     text = str(info.value)
     assert "ENVIRO_BUFFER_MAX_READINGS: 'lots' is not a whole number" in text
     assert "ENVIRO_BUFFER_MAX_MB: must be 1..10000, got 0" in text
+
+
+def test_append_many_is_one_bulk_append() -> None:
+    """append_many: the same rows as one append each, and past the bound the oldest go (even
+    from the same batch), counted; an empty batch is refused."""
+    from enviro_sensor.buffer import Entry
+
+    buf = ReadingBuffer(path=None, max_readings=5, max_bytes=10**6)
+    add(buf, 1)
+    batch = [
+        Entry(id=0, boot=BOOT, seq=s, source="simulated", alert=False, body=body(s))
+        for s in range(2, 9)
+    ]
+    assert buf.append_many(batch) == 3
+    assert seqs(buf) == [4, 5, 6, 7, 8]
+    assert buf.stats().dropped == 3
+    with pytest.raises(ValueError):
+        buf.append_many([])

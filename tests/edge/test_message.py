@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from enviro_sensor.message import (
+    MESSAGE_UNIT_BYTES,
     Reading,
     build_reading,
     check_device_id,
@@ -16,6 +17,7 @@ from enviro_sensor.message import (
     format_ts,
     new_boot_id,
     pack,
+    plan_message,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -174,3 +176,91 @@ def test_any_printable_device_id_encodes_and_validates(device_id: str) -> None:
     body = json.loads(pack([r], as_array=False).body)
     assert body["deviceId"] == device_id
     assert_valid(body)
+
+
+finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
+flag_names = st.sampled_from(["gas_unstable", "humidity_out_of_range", "temperature_invalid"])
+
+
+@st.composite
+def waiting_readings(draw: st.DrawFn) -> list[Reading]:
+    """A backlog: runs of boots and sources, random device ids, values and flags."""
+    out: list[Reading] = []
+    for b in range(draw(st.integers(min_value=1, max_value=3))):
+        boot = f"{b:016x}"
+        source = draw(st.sampled_from(["bme680", "simulated"]))
+        device_id = draw(st.text(min_size=1, max_size=128).filter(str.isprintable))
+        try:
+            check_device_id(device_id)
+        except ValueError:
+            device_id = "pi"
+        for seq in range(1, draw(st.integers(min_value=1, max_value=40)) + 1):
+            out.append(
+                build_reading(
+                    device_id=device_id,
+                    boot=boot,
+                    seq=seq,
+                    ts=TS,
+                    source=source,  # type: ignore[arg-type]
+                    values={k: draw(st.one_of(st.none(), finite)) for k in VALUES},
+                    calibration=draw(st.integers(min_value=0, max_value=2**31)),
+                    flags=draw(st.lists(flag_names, max_size=3)),
+                    alert=draw(st.booleans()),
+                )
+            )
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(waiting=waiting_readings(), per_message=st.integers(min_value=1, max_value=500))
+def test_plan_message_packs_under_4kb_in_order(waiting: list[Reading], per_message: int) -> None:
+    """Draining any backlog with any readingsPerMessage: every reading once and in order; each
+    message within 4096 bytes (unless one reading alone is bigger), one boot and source each,
+    an object only for readingsPerMessage 1 and a single reading; alert if any alerts."""
+    left = list(waiting)
+    sent: list[tuple[str, int]] = []
+    while left:
+        message = plan_message(left, readings_per_message=per_message, flush=True)
+        assert message is not None
+        assert message.size <= MESSAGE_UNIT_BYTES or message.count == 1
+        decoded = json.loads(message.body)
+        items = decoded if isinstance(decoded, list) else [decoded]
+        assert isinstance(decoded, list) == (per_message > 1 or message.count > 1)
+        assert len(items) == message.count
+        assert len({(r["boot"], r["source"]) for r in items}) == 1
+        assert message.message_id == f"{items[0]['boot']}:{items[0]['seq']}"
+        assert message.properties["source"] == items[0]["source"]
+        alert = any(r.alert for r in left[: message.count])
+        assert message.properties["temperatureAlert"] == ("true" if alert else "false")
+        if message.count < len(left) and left[message.count].boot == left[0].boot:
+            # it stopped early only because the next reading would not fit
+            bigger = pack(left[: message.count + 1], as_array=True)
+            assert bigger.size > MESSAGE_UNIT_BYTES
+        sent.extend((r["boot"], r["seq"]) for r in items)
+        left = left[message.count :]
+    assert sent == [(r.boot, r.seq) for r in waiting]
+
+
+def test_plan_message_waits_for_a_full_pack() -> None:
+    """Without flush, a pack shorter than readingsPerMessage waits, unless another boot
+    follows (the run is closed) or the pack is full by size."""
+    readings = [reading(seq) for seq in range(1, 4)]
+    assert plan_message(readings, readings_per_message=5, flush=False) is None
+    assert plan_message(readings, readings_per_message=3, flush=False) is not None
+    other = dict(reading(1).payload, boot="00000000000000ff")
+    closed = [*readings, Reading(payload=other, alert=False)]
+    message = plan_message(closed, readings_per_message=5, flush=False)
+    assert message is not None and message.count == 3
+    many = [reading(seq) for seq in range(1, 40)]
+    message = plan_message(many, readings_per_message=500, flush=False)
+    assert message is not None and 10 < message.count < 39
+    assert plan_message([], readings_per_message=1, flush=True) is None
+    with pytest.raises(ValueError):
+        plan_message(readings, readings_per_message=0, flush=True)
+
+
+def test_single_reading_message_is_an_object() -> None:
+    """readingsPerMessage 1 and one reading waiting: the body is the reading itself."""
+    message = plan_message([reading(1)], readings_per_message=1, flush=False)
+    assert message is not None
+    assert json.loads(message.body) == reading(1).payload

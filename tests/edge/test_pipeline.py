@@ -15,6 +15,7 @@ from enviro_sensor.config import ConfigStore, ModuleConfig
 from enviro_sensor.errors import ConfigError, SensorError
 from enviro_sensor.pipeline import App, Pipeline, SystemClock
 from enviro_sensor.reading import RawReading
+from enviro_sensor.sender import RetryPolicy
 from enviro_sensor.sensors import SimulatedSensor
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,7 +28,10 @@ from .pipeline_doubles import (
     assert_valid,
     raw,
     read_error,
+    wait_for,
 )
+
+FAST_RETRY = RetryPolicy(initial_s=0.001, max_s=0.01)
 
 
 def make_pipeline(
@@ -65,6 +69,7 @@ def make_app(
         pipeline=make_pipeline(clock, config),
         clock=clock,
         led=led,
+        retry=FAST_RETRY,
         **kwargs,  # type: ignore[arg-type]
     )
     return app, publisher, led, clock, sensor
@@ -82,14 +87,18 @@ def test_simulated_sensor_messages_validate() -> None:
         clock=clock,
     )
     summary = app.run(count=40, interval=10.0)
-    assert summary.readings == 40 and summary.failures == 0 and summary.unsent == 0
+    assert summary.readings == 40 and summary.failures == 0
+    assert app.drain(timeout_s=10) == 0
     readings = publisher.readings()
     assert [r["seq"] for r in readings] == list(range(1, 41))
-    for (body, message_id, props), r in zip(publisher.sent, readings, strict=True):
-        assert_valid(json.loads(body))
-        assert r["source"] == "simulated"
+    for body, message_id, props in publisher.sent:
+        decoded = json.loads(body)
+        assert_valid(decoded)
+        first = decoded[0] if isinstance(decoded, list) else decoded
         assert props["source"] == "simulated"
-        assert message_id == f"0badcafe:{r['seq']}"
+        assert message_id == f"0badcafe:{first['seq']}"
+    for r in readings:
+        assert r["source"] == "simulated"
         assert r["boot"] == "0badcafe"
     assert readings[0]["gasResistance"] is None and "gas_unstable" in readings[0]["flags"]
     assert readings[-1]["iaq"] is not None  # burn-in over (60 s in this test)
@@ -211,6 +220,7 @@ def test_read_failure_sends_nothing_and_shows_error() -> None:
     app, publisher, led, _, _ = make_app([raw(), read_error(), read_error(), raw()])
     results = [app.step() for _ in range(4)]
     assert [r is None for r in results] == [False, True, True, False]
+    assert app.drain(timeout_s=10) == 0
     assert [r["seq"] for r in publisher.readings()] == [1, 2]
     assert ("error", True) in led.calls
     assert led.error_state is False  # cleared by the good read
@@ -221,7 +231,7 @@ def test_read_failure_sends_nothing_and_shows_error() -> None:
         "consecutiveFailures": 0,
         "lastError": "I2C read failed: [Errno 121] Remote I/O error",
     }
-    assert reported["messages"]["sent"] == 2
+    assert reported["messages"]["readingsSent"] == 2
 
 
 def test_error_state_stays_while_failing() -> None:
@@ -248,6 +258,7 @@ def test_alert_at_threshold() -> None:
     app, publisher, led, _, _ = make_app([raw(24.99), raw(25.0), raw(math.nan)], config)
     for _ in range(3):
         app.step()
+        app.drain(timeout_s=10)  # one message per reading, so each has its own property
     alerts = [props["temperatureAlert"] for _, _, props in publisher.sent]
     assert alerts == ["false", "true", "false"]
     assert [c for c in led.calls if c[0] == "alert"] == [
@@ -259,11 +270,16 @@ def test_alert_at_threshold() -> None:
 
 
 def test_packing_readings_per_message() -> None:
-    """readingsPerMessage 3: arrays of 3, the rest flushed at the end; ids of first readings."""
+    """readingsPerMessage 3: arrays of 3, the rest drained as a short pack; ids of firsts."""
     config = ModuleConfig().apply_patch({"readingsPerMessage": 3})
     app, publisher, _, _, _ = make_app([raw()], config)
-    summary = app.run(count=7, interval=1.0)
-    assert summary.readings == 7
+    for n in range(1, 8):
+        app.step()
+        if n % 3 == 0:  # a full pack goes without a drain; wait for it
+            wait_for(lambda: len(app.buffer) == 0)
+        else:
+            assert not wait_for(lambda: len(app.buffer) == 0, timeout=0.05), "sent a short pack"
+    assert app.drain(timeout_s=10) == 0
     bodies = publisher.bodies()
     assert [[r["seq"] for r in b] for b in bodies] == [[1, 2, 3], [4, 5, 6], [7]]
     assert [mid for _, mid, _ in publisher.sent] == ["0badcafe:1", "0badcafe:4", "0badcafe:7"]
@@ -272,35 +288,57 @@ def test_packing_readings_per_message() -> None:
 
 
 def test_publisher_failure_keeps_messages_in_order() -> None:
-    """A refused send keeps the message; it goes out first, in order, once the publisher is back."""
+    """Refused sends keep the readings; they go out in order once the publisher is back, and
+    the LED shows the failure meanwhile."""
     app, publisher, led, _, _ = make_app([raw()])
-    publisher.fail_next = 2
-    app.step()  # send fails
-    app.step()  # retry of 1 fails; 2 queued
-    assert publisher.sent == []
-    assert led.error_state is True
-    assert app.reported()["messages"]["unsent"] == 2
-    app.step()
-    assert [r["seq"] for r in publisher.readings()] == [1, 2, 3]
-    assert led.error_state is False
-
-
-def test_unsent_queue_is_bounded() -> None:
-    """With the publisher down, the in-memory queue drops the oldest past its bound, counted."""
-    app, publisher, _, _, _ = make_app([raw()], max_unsent=2)
-    publisher.fail_next = 10**6
-    for _ in range(5):
+    publisher.fail_next = 3
+    for _ in range(3):
         app.step()
-    assert app.reported()["messages"] == {"sent": 0, "unsent": 2, "dropped": 3}
+    assert app.drain(timeout_s=10) == 0
+    assert [r["seq"] for r in publisher.readings()] == [1, 2, 3]
+    assert ("error", True) in led.calls
+    assert led.error_state is False
+    reported = app.reported()["messages"]
+    assert (reported["failedAttempts"], reported["readingsSent"], reported["failing"]) == (
+        3,
+        3,
+        False,
+    )
+    assert reported["lastError"] == "ConnectionError: hub unreachable"
+
+
+def test_full_buffer_drops_oldest_and_counts_them() -> None:
+    """With the publisher down and a buffer of 2, the oldest go (but not the message being
+    retried); every reading is either delivered, in order, or counted dropped."""
+    from enviro_sensor.buffer import ReadingBuffer
+
+    buffer = ReadingBuffer(path=None, max_readings=2, max_bytes=10**6)
+    app, publisher, _, _, _ = make_app([raw()], buffer=buffer)
+    publisher.fail_next = 10**9
+    app.step()
+    assert wait_for(lambda: publisher.attempts >= 1)  # reading 1 is in flight: held
+    for _ in range(4):
+        app.step()
+    reported = app.reported()["buffer"]
+    assert (reported["depth"], reported["dropped"]) == (2, 3)
     publisher.fail_next = 0
-    assert app.flush() == 0
-    assert [r["seq"] for r in publisher.readings()] == [4, 5]
+    assert app.drain(timeout_s=10) == 0
+    assert [r["seq"] for r in publisher.readings()] == [1, 5]
+    reported = app.reported()["buffer"]
+    assert (reported["depth"], reported["dropped"]) == (0, 3)
 
 
 def test_run_schedule_and_stop() -> None:
     """run(): first read at once, then every interval; stop() ends it at the next wait."""
-    app, publisher, _, clock, _ = make_app([raw()])
-    publisher.on_send = lambda: app.stop() if len(publisher.sent) == 4 else None
+    app, _, _, clock, sensor = make_app([raw()])
+    original = sensor.read
+
+    def read_and_stop_at_4() -> RawReading:
+        if sensor.reads == 3:
+            app.stop()
+        return original()
+
+    sensor.read = read_and_stop_at_4  # type: ignore[method-assign]
     summary = app.run(count=0, interval=5.0)
     assert summary.stopped and summary.readings == 4
     assert clock.waits == [5.0, 5.0, 5.0, 5.0]
@@ -339,6 +377,7 @@ def test_apply_desired_takes_effect_and_persists(tmp_path: Path) -> None:
     app.step()
     app.apply_desired({"calibration": {"temperature": {"intercept": 1.5}}, "$version": 3})
     app.step()
+    app.drain(timeout_s=10)
     first, second = publisher.readings()
     assert (first["temperature"], first["calibration"]) == (20.0, 0)
     assert (second["temperature"], second["calibration"]) == (21.5, 3)
@@ -363,6 +402,7 @@ def test_refused_desired_changes_nothing(tmp_path: Path) -> None:
     assert app.config == before
     assert store.path.read_bytes() == file_before
     app.step()
+    app.drain(timeout_s=10)
     assert publisher.readings()[0]["temperature"] == 21.0
     assert publisher.readings()[0]["calibration"] == 2
 
@@ -373,13 +413,17 @@ def test_led_disabled_by_config() -> None:
     app, _, led, _, _ = make_app([raw(), read_error()], config)
     app.step()
     app.step()
+    app.drain(timeout_s=10)
     assert led.calls == []
     app2, _, led2, _, _ = make_app([raw()])
     app2.step()
+    app2.drain(timeout_s=10)
+    assert ("sent", None) in led2.calls
     led2.calls.clear()
     app2.apply_desired({"led": {"enabled": False}})
     assert led2.calls == [("error", False), ("alert", False)]
     app2.step()
+    app2.drain(timeout_s=10)
     assert led2.calls == [("error", False), ("alert", False)]
 
 
@@ -471,12 +515,14 @@ def test_i2c_error_mid_run_nothing_lost_or_doubled() -> None:
     assert reported["sensor"]["state"] in ("degraded", "failed")
     assert reported["sensor"]["address"] == "0x77"
     assert reported["reads"]["failed"] == 4
-    assert len(publisher.sent) == 3
+    app.drain(timeout_s=10)
+    assert len(publisher.readings()) == 3
 
     bus.unplugged = False
     clock.advance(60.0)  # past the driver's re-initialisation back-off
     assert steps(3) == [True, True, True]
     assert led.error_state is False
+    app.drain(timeout_s=10)
     readings = publisher.readings()
     assert [r["seq"] for r in readings] == [1, 2, 3, 4, 5, 6]
     assert len({(r["boot"], r["seq"]) for r in readings}) == 6

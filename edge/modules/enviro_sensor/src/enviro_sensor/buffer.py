@@ -30,12 +30,13 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import BufferStoreError, ConfigError
+from .message import Packable
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,10 @@ MAX_MB_ENV = "ENVIRO_BUFFER_MAX_MB"
 FILE_NAME = "buffer.sqlite3"
 _MB = 1024 * 1024
 _CORRUPT_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+_COLUMNS = ("id", "boot", "seq", "source", "alert", "body")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     boot TEXT NOT NULL,
     seq INTEGER NOT NULL,
     source TEXT NOT NULL,
@@ -127,7 +129,7 @@ class Entry:
     """One buffered reading.
 
     Attributes:
-        id: its place in the buffer (grows with every append; FIFO order).
+        id: its place in the buffer (grows with every append, never reused: FIFO order).
         boot: the reading's boot id.
         seq: the reading's seq within the boot.
         source: ``bme680`` or ``simulated``.
@@ -194,6 +196,9 @@ class ReadingBuffer:
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM readings")
         self._count, self._bytes = (int(v) for v in row.fetchone())
         self._dropped = self._counter("dropped")
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'")
+        found = row.fetchone()
+        self._last_id = int(found[0]) if found else 0
         if self._count:
             log.info(
                 "buffer %s: %d readings waiting from an earlier run (%d dropped so far)",
@@ -211,6 +216,12 @@ class ReadingBuffer:
     def limits(self) -> BufferLimits:
         """The bounds."""
         return self._limits
+
+    @property
+    def last_id(self) -> int:
+        """The id of the newest reading ever appended (0 before the first); ids never repeat."""
+        with self._lock:
+            return self._last_id
 
     @property
     def moved_aside(self) -> Path | None:
@@ -236,19 +247,39 @@ class ReadingBuffer:
             ValueError: ``body`` is empty or not bytes.
             BufferStoreError: the write failed (disk full, I/O error); the buffer is unchanged.
         """
-        if not isinstance(body, bytes) or not body:
-            raise ValueError("body must be non-empty bytes")
+        return self.append_many(
+            [Entry(id=0, boot=boot, seq=seq, source=source, alert=alert, body=body)]
+        )
+
+    def append_many(self, readings: Sequence[Packable]) -> int:
+        """Add several readings at the end in one synced transaction (a bulk load); as append.
+
+        Raises:
+            ValueError: no readings, or a body is empty or not bytes.
+            BufferStoreError: the write failed; the buffer is unchanged.
+        """
+        if not readings:
+            raise ValueError("nothing to append")
+        rows = []
+        for r in readings:
+            body = r.body
+            if not isinstance(body, bytes) or not body:
+                raise ValueError("body must be non-empty bytes")
+            rows.append((r.boot, r.seq, r.source, int(r.alert), body))
         with self._lock:
             self._check_open()
             try:
                 with self._transaction():
-                    cur = self._db.execute(
-                        "INSERT INTO readings (boot, seq, source, alert, body) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (boot, seq, source, int(alert), body),
-                    )
-                    new_id = int(cur.lastrowid or 0)
-                    count, size = self._count + 1, self._bytes + len(body)
+                    new_id = self._last_id
+                    for row in rows:
+                        cur = self._db.execute(
+                            "INSERT INTO readings (boot, seq, source, alert, body) "
+                            "VALUES (?, ?, ?, ?, ?)",
+                            row,
+                        )
+                        new_id = int(cur.lastrowid or 0)
+                    count = self._count + len(rows)
+                    size = self._bytes + sum(len(row[4]) for row in rows)
                     dropped, freed = self._trim(count, size, new_id)
                     if dropped:
                         self._db.execute(
@@ -259,6 +290,7 @@ class ReadingBuffer:
                 raise BufferStoreError(f"buffer {self._where()}: append failed: {exc}") from exc
             self._count, self._bytes = count - dropped, size - freed
             self._dropped += dropped
+            self._last_id = new_id
         if dropped:
             log.warning(
                 "buffer full (%d readings, %d bytes max): dropped the %d oldest (%d in all)",
@@ -324,6 +356,11 @@ class ReadingBuffer:
             self._bytes -= freed
             self._held_upto = 0
             return removed
+
+    def hold(self, upto_id: int) -> None:
+        """Hold only the readings up to ``upto_id`` (the message being sent) of what peek held."""
+        with self._lock:
+            self._held_upto = min(self._held_upto, upto_id)
 
     def release(self) -> None:
         """Stop holding what :meth:`peek` returned (nothing was sent); it may be dropped again."""
@@ -430,7 +467,7 @@ class ReadingBuffer:
             db.executescript(_SCHEMA)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             columns = [r[1] for r in db.execute("PRAGMA table_info(readings)")]
-            if columns != ["id", "boot", "seq", "source", "alert", "body"]:
+            if columns != list(_COLUMNS):
                 raise _Unusable(f"unexpected columns {columns}")
         except _Unusable:
             db.close()

@@ -333,6 +333,7 @@ def _environment(
     Raises:
         ConfigError: naming every bad variable and option at once.
     """
+    from .buffer import BufferLimits
     from .config import ConfigStore, ModuleConfig
     from .sensors import SensorSettings
 
@@ -369,6 +370,7 @@ def _environment(
         from .hubclient import HubSettings
 
         hub = gather(HubSettings.from_env)
+    gather(lambda: BufferLimits.from_env(os.environ))  # used in hub mode; named with the rest
     if problems:
         raise ConfigError("; ".join(problems), problems=problems)
     assert isinstance(base, ModuleConfig) and isinstance(settings, SensorSettings)
@@ -450,6 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     # Imported here, not at the top, so `--help` and bad options answer instantly.
     from .airquality import AirQuality
+    from .buffer import FILE_NAME as BUFFER_FILE
+    from .buffer import BufferLimits, ReadingBuffer
     from .calibration import CpuTemperature, default_cpu_temperature
     from .message import check_device_id
     from .pipeline import App, Pipeline, StatusIndicator, SystemClock
@@ -474,6 +478,7 @@ def _run(args: argparse.Namespace) -> int:
     sensor = open_sensor(settings, device_id=device_id)
     clock = SystemClock()
     led_obj = None
+    buffer: ReadingBuffer | None = None  # hub mode: on disk; --print: the App's, in memory
     try:
         # Always there, found at its first use: compensation may be switched on by a twin patch
         # at run time, and a module that never uses it should not pay for importing gpiozero.
@@ -508,6 +513,12 @@ def _run(args: argparse.Namespace) -> int:
 
             publisher = hub_client = HubClient(settings=hub_settings)
             store = ConfigStore(path=config_path)
+            limits = BufferLimits.from_env(os.environ)  # checked with the others in _environment
+            buffer = ReadingBuffer(
+                path=state_dir / BUFFER_FILE,
+                max_readings=limits.max_readings,
+                max_bytes=limits.max_bytes,
+            )
         else:
             publisher = PrintPublisher(stream=sys.stdout, on_closed=lambda: app_holder[0].stop())
         app = App(
@@ -517,6 +528,7 @@ def _run(args: argparse.Namespace) -> int:
             clock=clock,
             led=led,
             config_store=store,
+            buffer=buffer,
         )
         app_holder.append(app)
         interval = args.interval
@@ -547,6 +559,8 @@ def _run(args: argparse.Namespace) -> int:
                         report_interval=hub_settings.report_interval,
                     )
                 summary = app.run(count=args.count, interval=interval)
+                if hub_client is None and not getattr(publisher, "closed", False):
+                    app.drain(DRAIN_TIMEOUT_S)  # --print: the buffer is in memory, print it all
             finally:
                 if hub_client is not None:
                     from .runner import stop_hub
@@ -555,9 +569,12 @@ def _run(args: argparse.Namespace) -> int:
                         hub_client.close()
                     else:
                         stop_hub(runner, hub_client, app, drain_timeout=DRAIN_TIMEOUT_S)
+                app.close()
     finally:
         if led_obj is not None:
             led_obj.close()
+        if buffer is not None:
+            buffer.close()
         sensor.close()
     if isinstance(publisher, PrintPublisher) and publisher.closed:
         # Keep the interpreter from complaining about the closed pipe when it flushes at exit.

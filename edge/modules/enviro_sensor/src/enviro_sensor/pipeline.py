@@ -2,9 +2,10 @@
 
 One pass: read → calibrate → validate → air quality → envelope. :class:`Pipeline` does the pure-ish
 part (it keeps the boot id, the seq counter and the air-quality state); :class:`App` is the loop:
-it reads the sensor on a fixed schedule, packs readings into messages and hands them to a
-Publisher. The loop only sees small protocols (Sensor, Publisher, Clock, StatusIndicator), never
-an SDK or driver object, so the hub connection of a later issue plugs in as a Publisher.
+it reads the sensor on a fixed schedule into the durable buffer (:mod:`enviro_sensor.buffer`),
+and a sender thread (:mod:`enviro_sensor.sender`) packs and hands them to a Publisher. The loop
+only sees small protocols (Sensor, Publisher, Clock, StatusIndicator), never an SDK or driver
+object: the hub connection plugs in as a Publisher.
 
 A failed read (SensorError) gives no message: no value is ever made up. It is logged, counted in
 the loop's health, and the LED shows the error state until a read works again.
@@ -15,7 +16,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,17 +23,17 @@ from typing import Any, Protocol, runtime_checkable
 
 from . import __version__
 from .airquality import AirQuality
+from .buffer import ReadingBuffer
 from .calibration import CpuTemperature, calibrate, derived
 from .config import ConfigStore, ModuleConfig
-from .errors import SensorError
-from .message import OutgoingMessage, Reading, build_reading, check_device_id, new_boot_id, pack
+from .errors import BufferStoreError, SensorError
+from .message import OutgoingMessage, Reading, build_reading, check_device_id, new_boot_id
 from .metrics import metric
 from .reading import Publisher, RawReading, Sensor
+from .sender import RetryPolicy, Sender
 from .validation import check_value, validate
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_UNSENT = 1000
 
 
 class Clock(Protocol):
@@ -209,7 +209,7 @@ class RunSummary:
     Attributes:
         readings: readings produced (each has a seq).
         failures: reads that failed (no message for them).
-        unsent: messages still waiting because the publisher failed.
+        unsent: readings still in the buffer when the run ended (:meth:`App.drain` sends them).
         stopped: the run ended because stop() was called (Ctrl-C, SIGTERM).
     """
 
@@ -220,11 +220,16 @@ class RunSummary:
 
 
 class App:
-    """The loop: read on a fixed schedule, pack, publish; keep health; drive the LED.
+    """The loop: read on a fixed schedule into the buffer; a sender thread publishes from it.
 
-    Messages the publisher refuses stay queued in memory (oldest first, at most ``max_unsent``)
-    and are retried, in order, before the next one. The durable on-disk buffer is a later
-    issue's Publisher; this queue only covers a publisher that fails for a moment.
+    :meth:`step` reads, processes and appends the reading to the :class:`ReadingBuffer`
+    (durably, when the buffer has a file) and wakes the :class:`Sender`, which packs and sends in
+    order on its own thread and deletes readings only once the publisher returned (the hub
+    acknowledged). So the reading schedule never waits on the network: through an outage, or a
+    send that hangs, the loop keeps reading into the buffer.
+
+    Stopping: :meth:`stop` ends :meth:`run`; :meth:`drain` then sends what can be sent within a
+    deadline (SIGTERM); :meth:`close` stops the sender. What is left stays in the buffer.
     """
 
     def __init__(
@@ -236,42 +241,55 @@ class App:
         clock: Clock,
         led: StatusIndicator | None = None,
         config_store: ConfigStore | None = None,
-        max_unsent: int = DEFAULT_MAX_UNSENT,
+        buffer: ReadingBuffer | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
-        """Wire the loop.
+        """Wire the loop (the sender thread starts at the first step, run or drain).
 
         Args:
             sensor: what to read.
-            publisher: where messages go.
+            publisher: where messages go; ``send`` returns once acknowledged, raises otherwise.
             pipeline: turns a raw reading into a schema-1 reading.
             clock: the schedule's clock.
             led: the status LED; None = no LED.
             config_store: where an applied twin patch is persisted; None = not persisted.
-            max_unsent: bound of the in-memory queue of messages the publisher refused.
+            buffer: where readings wait until acknowledged; None = a new in-memory buffer with
+                the default bounds (not durable: for the command and tests). The caller closes
+                a buffer it passed in.
+            retry: delays between send attempts; default :class:`RetryPolicy`.
 
         Raises:
-            ValueError: ``max_unsent`` < 1.
+            TypeError: ``buffer`` is not a ReadingBuffer.
         """
-        if max_unsent < 1:
-            raise ValueError(f"max_unsent must be >= 1, got {max_unsent}")
+        if buffer is not None and not isinstance(buffer, ReadingBuffer):
+            raise TypeError(f"buffer must be a ReadingBuffer, got {type(buffer).__name__}")
         self._sensor = sensor
-        self._publisher = publisher
         self._pipeline = pipeline
         self._clock = clock
         self._led: StatusIndicator = led if led is not None else NullIndicator()
         self._store = config_store
+        self._owns_buffer = buffer is None
+        self._buffer = buffer if buffer is not None else ReadingBuffer(path=None)
         self._stop = threading.Event()
         self._lock = threading.RLock()  # twin callbacks and direct methods run on other threads
-        self._pending: list[Reading] = []
-        self._unsent: deque[OutgoingMessage] = deque()
-        self._max_unsent = max_unsent
+        self._led_lock = threading.Lock()  # the sender thread drives the LED too
         self._reads_ok = 0
         self._reads_failed = 0
         self._consecutive_failures = 0
         self._last_error: str | None = None
-        self._sent = 0
-        self._dropped = 0
+        self._write_failures = 0
+        self._last_write_error: str | None = None
+        self._read_error = False
+        self._send_error = False
         self._in_error = False
+        self._sender = Sender(
+            buffer=self._buffer,
+            publisher=publisher,
+            readings_per_message=lambda: self.config.readings_per_message,
+            retry=retry,
+            on_sent=self._sent,
+            on_failing=self._sending_fails,
+        )
 
     @property
     def pipeline(self) -> Pipeline:
@@ -283,15 +301,30 @@ class App:
         """The configuration in force."""
         return self._pipeline.config
 
+    @property
+    def buffer(self) -> ReadingBuffer:
+        """The reading buffer."""
+        return self._buffer
+
     def stop(self) -> None:
-        """Ask :meth:`run` to finish after the current step (safe from any thread or a signal)."""
+        """Ask :meth:`run` to finish after the current step (safe from any thread or a signal).
+
+        The sender goes on: call :meth:`drain`, then :meth:`close`.
+        """
         self._stop.set()
 
-    def step(self) -> Reading | None:
-        """Read once; process and queue the reading; publish when a message is full.
+    def step(self, *, flush: bool = False) -> Reading | None:
+        """Read once; process the reading and append it to the buffer; wake the sender.
+
+        Never waits on the network: the sender thread sends.
+
+        Args:
+            flush: send this reading (and those before it) without waiting for a full pack of
+                ``readingsPerMessage`` (``readNow``).
 
         Returns:
-            The reading, or None when the read failed (logged; nothing is sent for it).
+            The reading, or None when the read failed, or the buffer could not store it (both
+            logged and counted in :meth:`reported`; nothing is sent for it).
         """
         with self._lock:
             try:
@@ -305,7 +338,7 @@ class App:
                     self._consecutive_failures,
                     exc,
                 )
-                self._set_error(True)
+                self._set_error(read=True)
                 return None
             self._reads_ok += 1
             if self._consecutive_failures:
@@ -314,56 +347,32 @@ class App:
             reading = self._pipeline.process(raw)
             if self.config.led_enabled:
                 self._led.alert(reading.alert)
-            self._pending.append(reading)
-            if len(self._pending) >= self.config.readings_per_message:
-                self.flush()
-            else:
-                self._set_error(bool(self._unsent))
-            return reading
-
-    def flush(self) -> int:
-        """Pack what is pending (even a short pack) and send everything queued, in order.
-
-        Returns:
-            How many messages are still unsent.
-        """
-        with self._lock:
-            if self._pending:
-                as_array = self.config.readings_per_message > 1
-                if as_array:
-                    self._enqueue(pack(self._pending, as_array=True))
-                else:
-                    for reading in self._pending:
-                        self._enqueue(pack([reading], as_array=False))
-                self._pending = []
-            while self._unsent:
-                message = self._unsent[0]
-                try:
-                    self._publisher.send(
-                        message.body, message_id=message.message_id, properties=message.properties
-                    )
-                except Exception as exc:  # a publisher may raise anything; keep the message
-                    log.warning(
-                        "publish of %s failed, kept for retry (%d queued): %s",
-                        message.message_id,
-                        len(self._unsent),
-                        exc,
-                    )
-                    self._set_error(True)
-                    return len(self._unsent)
-                self._unsent.popleft()
-                self._sent += 1
-                if self.config.led_enabled:
-                    self._led.reading_sent()
-            self._set_error(self._consecutive_failures > 0)
-            return 0
+            try:
+                self._buffer.append(
+                    reading.body,
+                    boot=reading.boot,
+                    seq=reading.seq,
+                    source=reading.source,
+                    alert=reading.alert,
+                )
+            except BufferStoreError as exc:
+                self._write_failures += 1
+                self._last_write_error = str(exc)
+                log.error("reading %s:%d lost: %s", reading.boot, reading.seq, exc)
+                self._set_error(read=True)
+                return None
+            self._set_error(read=False)
+        self._sender.start()
+        self._sender.notify(flush=flush)
+        return reading
 
     def run(self, *, count: int = 0, interval: float | None = None) -> RunSummary:
         """Read on a fixed schedule until ``count`` reads (0 = until stop()).
 
         The first read happens at once. Reads are scheduled at fixed intervals from the start, so
         a slow read does not make the schedule drift; a read that overruns skips ahead instead of
-        bursting to catch up.
+        bursting to catch up. Sending happens meanwhile on the sender thread; the run does not
+        wait for it at the end (:meth:`drain` does).
 
         Args:
             count: number of reads (successful or not) to attempt; 0 = run until stop().
@@ -378,31 +387,55 @@ class App:
         if interval is not None and not interval > 0:
             raise ValueError(f"interval must be > 0, got {interval}")
         start_ok, start_failed = self._reads_ok, self._reads_failed
+        self._sender.start()  # readings left by an earlier run go out first
         next_at = self._clock.monotonic()
         done = 0
-        try:
-            while not self._stop.is_set():
-                self.step()
-                done += 1
-                if count and done >= count:
-                    break
-                next_at += interval if interval is not None else self.config.telemetry_interval
-                now = self._clock.monotonic()
-                if next_at < now:
-                    next_at = now
-                if self._clock.wait(next_at - now, self._stop):
-                    break
-        finally:
-            unsent = self.flush()
+        while not self._stop.is_set():
+            self.step()
+            done += 1
+            if count and done >= count:
+                break
+            next_at += interval if interval is not None else self.config.telemetry_interval
+            now = self._clock.monotonic()
+            if next_at < now:
+                next_at = now
+            if self._clock.wait(next_at - now, self._stop):
+                break
         return RunSummary(
             readings=self._reads_ok - start_ok,
             failures=self._reads_failed - start_failed,
-            unsent=unsent,
+            unsent=len(self._buffer),
             stopped=self._stop.is_set(),
         )
 
+    def drain(self, timeout_s: float) -> int:
+        """Send what is buffered now, short packs included, until done or ``timeout_s`` passed.
+
+        For SIGTERM: stop(), then drain(a few seconds), then close(). Returns at the deadline
+        even when a send hangs.
+
+        Returns:
+            Readings still in the buffer (on disk for the next start when it has a file).
+
+        Raises:
+            ValueError: ``timeout_s`` is negative or not a number.
+        """
+        left = self._sender.drain(timeout_s)
+        if left:
+            log.warning("%d readings not sent within %.1f s; kept in the buffer", left, timeout_s)
+        return left
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Stop the sender thread (and close the buffer when the App made it). Idempotent."""
+        self._sender.close(timeout_s)
+        if self._owns_buffer:
+            self._buffer.close()
+
     def apply_desired(self, patch: Mapping[str, Any]) -> ModuleConfig:
         """Apply a twin desired patch as a whole (persisted when a store is set).
+
+        A new ``readingsPerMessage`` applies to the messages packed from then on; readings
+        already waiting are packed by the new rule.
 
         Raises:
             ConfigError: the patch was refused; nothing changed.
@@ -413,14 +446,14 @@ class App:
                 new = self._store.apply(old, patch)
             else:
                 new = old.apply_patch(patch)
-            if old.readings_per_message != new.readings_per_message and self._pending:
-                self.flush()  # don't mix pack sizes within a message
             self._pipeline.set_config(new)
             if old.led_enabled and not new.led_enabled:
-                self._led.error(False)
-                self._led.alert(False)
+                with self._led_lock:
+                    self._led.error(False)
+                    self._led.alert(False)
             log.info("config version %d applied", new.version)
-            return new
+        self._sender.notify()  # a smaller readingsPerMessage may make a pack ready
+        return new
 
     def reset_air_quality(self) -> None:
         """Forget the air-quality baseline and burn in again (direct method)."""
@@ -429,6 +462,8 @@ class App:
 
     def reported(self) -> dict[str, Any]:
         """State for the twin's reported properties (JSON-ready)."""
+        buffered = self._buffer.stats()
+        sent = self._sender.stats()
         with self._lock:
             health = getattr(self._sensor, "health", None)
             sensor: dict[str, Any] = {"source": self._sensor.source}
@@ -446,28 +481,42 @@ class App:
                     "lastError": self._last_error,
                 },
                 "messages": {
-                    "sent": self._sent,
-                    "unsent": len(self._unsent),
-                    "dropped": self._dropped,
+                    "sent": sent.messages,
+                    "readingsSent": sent.readings,
+                    "failedAttempts": sent.failed_attempts,
+                    "failing": sent.failing,
+                    "lastError": sent.last_error,
+                },
+                "buffer": {
+                    "depth": buffered.depth,
+                    "bytes": buffered.bytes,
+                    "dropped": buffered.dropped,
+                    "maxReadings": self._buffer.limits.max_readings,
+                    "maxBytes": self._buffer.limits.max_bytes,
+                    "durable": self._buffer.path is not None,
+                    "writeFailures": self._write_failures,
+                    "lastWriteError": self._last_write_error,
                 },
                 "airQuality": self._pipeline.air_quality.state(),
             }
 
-    def _enqueue(self, message: OutgoingMessage) -> None:
-        if len(self._unsent) >= self._max_unsent:
-            lost = self._unsent.popleft()
-            self._dropped += 1
-            log.error(
-                "unsent queue full (%d): dropped message %s (%d readings)",
-                self._max_unsent,
-                lost.message_id,
-                len(lost.readings),
-            )
-        self._unsent.append(message)
-
-    def _set_error(self, active: bool) -> None:
-        if active == self._in_error:
-            return
-        self._in_error = active
+    def _sent(self, message: OutgoingMessage) -> None:
         if self.config.led_enabled:
-            self._led.error(active)
+            with self._led_lock:
+                self._led.reading_sent()
+
+    def _sending_fails(self, failing: bool) -> None:
+        self._set_error(send=failing)
+
+    def _set_error(self, *, read: bool | None = None, send: bool | None = None) -> None:
+        with self._led_lock:
+            if read is not None:
+                self._read_error = read
+            if send is not None:
+                self._send_error = send
+            active = self._read_error or self._send_error
+            if active == self._in_error:
+                return
+            self._in_error = active
+            if self.config.led_enabled:
+                self._led.error(active)

@@ -52,8 +52,24 @@ class Sensor(Protocol):
 
 
 class Publisher(Protocol):
-    """A publisher sends one encoded message body (a reading or a packed array)."""
+    """A publisher sends one encoded message body (a reading or a packed array).
+
+    The sender thread calls it, one message at a time, in order; never the reading loop.
+    """
 
     def send(self, body: bytes, *, message_id: str, properties: dict[str, str]) -> None:
-        """Send one message; raises on failure so the caller keeps it buffered."""
+        """Send one message and return only once the hub acknowledged it.
+
+        Raise (any exception) on failure or on a timeout: the readings stay in the buffer and
+        the same message is sent again after a delay. Returning means delivered: the readings
+        are then deleted from the buffer, so a publisher must never return on a send it is not
+        sure of. It should give up within some seconds (a timeout) rather than block forever;
+        a send that blocks stalls only the sender, never the reading schedule.
+
+        Args:
+            body: compact UTF-8 JSON, one reading or an array.
+            message_id: ``"<boot>:<seq>"`` of the first reading.
+            properties: application properties ``temperatureAlert`` and ``source``; send them
+                with ``content_type="application/json"`` and ``content_encoding="utf-8"``.
+        """
         ...
