@@ -199,13 +199,18 @@ class OutgoingMessage:
         body: the encoded body (one reading, or an array when packing).
         message_id: ``"<boot>:<seq>"`` of the first reading.
         properties: application properties: ``temperatureAlert`` and ``source``.
-        count: readings inside.
+        readings: the readings inside, in order (:class:`Reading` objects or buffer entries).
     """
 
     body: bytes
     message_id: str
     properties: dict[str, str]
-    count: int
+    readings: tuple[Packable, ...]
+
+    @property
+    def count(self) -> int:
+        """Readings inside."""
+        return len(self.readings)
 
     @property
     def size(self) -> int:
@@ -255,7 +260,7 @@ def pack(readings: Sequence[Packable], *, as_array: bool) -> OutgoingMessage:
         body=body,
         message_id=f"{first.boot}:{first.seq}",
         properties=_properties(readings),
-        count=len(readings),
+        readings=tuple(readings),
     )
 
 
