@@ -27,12 +27,10 @@ export function tickLabel(v) {
 }
 
 export class Charts {
-  constructor(container) {
+  constructor(container, frames) {
     this.container = container;
-    this.charts = new Map(); // quantity key → {q, figure, plot, dirty}
-    this.queue = [];
-    this.frame = 0;
-    this.onDrawn = null;
+    this.frames = frames;
+    this.charts = new Map(); // quantity key → {q, figure, plot}
     this.resize = new ResizeObserver(() => this.fit());
     this.resize.observe(container);
   }
@@ -94,7 +92,7 @@ export class Charts {
         this.data(q),
         holder,
       );
-      this.charts.set(q.key, { q, figure, plot, dirty: false });
+      this.charts.set(q.key, { q, figure, plot });
       this.count(q.key);
     }
   }
@@ -114,30 +112,21 @@ export class Charts {
     }
   }
 
-  /** Ask for a redraw of `key` (or every chart). */
+  /** Ask for a redraw of `key` (or every chart), one chart per queued job. */
   touch(key) {
     const keys = key === undefined ? [...this.charts.keys()] : [key];
     for (const k of keys) {
-      const c = this.charts.get(k);
-      if (c && !c.dirty) {
-        c.dirty = true;
-        this.queue.push(k);
-      }
+      if (this.charts.has(k)) this.frames.queue(`chart:${k}`, () => this.draw(k));
     }
-    if (!this.frame && this.queue.length) this.frame = requestAnimationFrame(() => this.drawOne());
   }
 
-  drawOne() {
-    this.frame = 0;
-    const key = this.queue.shift();
+  draw(key) {
     const c = this.charts.get(key);
-    if (c) {
-      c.dirty = false;
-      c.plot.setData(this.data(c.q));
-      this.count(key);
-    }
-    if (this.queue.length) this.frame = requestAnimationFrame(() => this.drawOne());
-    else if (this.onDrawn) this.onDrawn();
+    if (!c) return;
+    const start = performance.now();
+    c.plot.setData(this.data(c.q));
+    this.count(key);
+    performance.measure("enviromon:chart", { start, detail: key });
   }
 
   /** `data-points` on each figure: the points it draws (read by tests and the bench). */
@@ -146,9 +135,5 @@ export class Charts {
     let n = 0;
     for (const s of this.streams) for (const v of s.series.mean.get(key)) if (v !== null) n++;
     c.figure.dataset.points = String(n);
-  }
-
-  get pending() {
-    return this.queue.length > 0;
   }
 }

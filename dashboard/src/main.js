@@ -5,6 +5,7 @@ import "./app.css";
 import { Api, loadConfig } from "./api.js";
 import { Charts } from "./charts.js";
 import { download, fileName, toCsv } from "./csv.js";
+import { Frames } from "./frames.js";
 import { Live } from "./live.js";
 import { QUANTITIES, valueOf } from "./metrics.js";
 import { Grid, IntervalEstimate, RANGES, Seen, StreamSeries, streamKey } from "./series.js";
@@ -54,16 +55,15 @@ class App {
     this.range = "24h";
     this.grid = new Grid({ rangeMs: RANGES[this.range], nowMs: Date.now() });
     this.tilesEl = document.getElementById("tiles");
-    this.charts = new Charts(document.getElementById("charts"));
-    this.charts.onDrawn = () => this.maybeRendered();
+    this.frames = new Frames();
+    this.frames.onIdle(() => this.maybeRendered());
+    this.charts = new Charts(document.getElementById("charts"), this.frames);
     this.statusEl = document.getElementById("connection");
     this.messageEl = document.getElementById("message");
     this.syncing = null;
     this.syncAgain = false;
     this.pending = [];
     this.socketUp = false;
-    this.dirtyTiles = new Set();
-    this.tileFrame = 0;
     this.chartKeys = [];
     this.generation = 0;
     this.duplicatesDropped = 0;
@@ -308,23 +308,15 @@ class App {
   }
 
   touchTile(s) {
-    this.dirtyTiles.add(s);
-    if (!this.tileFrame) this.tileFrame = requestAnimationFrame(() => this.drawTiles());
-  }
-
-  drawTiles() {
-    this.tileFrame = 0;
-    const now = Date.now();
-    const quantities = QUANTITIES;
-    for (const s of this.dirtyTiles) s.tile.update(quantities, now);
-    this.dirtyTiles.clear();
-    this.maybeRendered();
+    this.frames.queue(s, () => s.tile.update(QUANTITIES, Date.now()));
   }
 
   tick() {
     const now = Date.now();
     if (this.grid.advance(now)) this.charts.touch();
-    for (const s of this.streams.values()) s.tile.tick(now);
+    for (const s of this.streams.values()) {
+      this.frames.queue(`tick:${s.key}`, () => s.tile.tick(Date.now()));
+    }
   }
 
   /** `data-rendered` on body once loaded and every tile and chart is drawn (tests, bench). */
@@ -333,8 +325,7 @@ class App {
       !this.syncing &&
       !this.rebuildTimer &&
       !this.streamsChanged &&
-      !this.charts.pending &&
-      this.dirtyTiles.size === 0 &&
+      !this.frames.pending &&
       document.body.dataset.synced === "true";
     if (done && document.body.dataset.rendered !== "true") {
       document.body.dataset.rendered = "true";

@@ -17,6 +17,15 @@ const COUNTS = [
   ["rejected", "Rejected"],
 ];
 
+/** Set a node's text only when it changes (an unchanged write still costs a style pass). */
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+function setHidden(node, hidden) {
+  if (node.hidden !== hidden) node.hidden = hidden;
+}
+
 function el(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -82,16 +91,17 @@ export class Tile {
     const state = s.state || {};
     const latest = s.latest || {};
     const name = state.label || latest.label || s.deviceId;
-    this.name.textContent = name;
-    this.button.setAttribute("aria-label", `Export CSV of the shown history of ${name}`);
-    this.ids.textContent = s.moduleId ? `${s.deviceId} / ${s.moduleId}` : s.deviceId;
+    setText(this.name, name);
+    const label = `Export CSV of the shown history of ${name}`;
+    if (this.button.getAttribute("aria-label") !== label) this.button.setAttribute("aria-label", label);
+    setText(this.ids, s.moduleId ? `${s.deviceId} / ${s.moduleId}` : s.deviceId);
     const source = state.source ?? latest.source ?? null;
     const simulated = !REAL_SOURCES.has(source);
-    this.sim.hidden = !simulated;
-    this.simSource.hidden = !simulated || source === "simulated";
-    this.simSource.textContent = `source: ${source ?? "unknown"}`;
+    setHidden(this.sim, !simulated);
+    setHidden(this.simSource, !simulated || source === "simulated");
+    setText(this.simSource, `source: ${source ?? "unknown"}`);
     const alert = Boolean(state.alert ?? latest.alert);
-    this.alert.textContent = alert ? "alert" : "no alert";
+    setText(this.alert, alert ? "alert" : "no alert");
     this.alert.classList.toggle("on", alert);
     const values = s.latestValues();
     for (const q of quantities) {
@@ -107,17 +117,16 @@ export class Tile {
         cell = v;
         this.cells.set(q.key, cell);
       }
-      cell.textContent = formatValue(q, valueOf(q, values));
+      setText(cell, formatValue(q, valueOf(q, values)));
     }
     for (const [key] of COUNTS) {
       const n = state[key];
-      this.countCells.get(key).textContent = Number.isInteger(n) ? String(n) : "—";
+      setText(this.countCells.get(key), Number.isInteger(n) ? String(n) : "—");
     }
     const flags = Array.isArray(state.flags) ? state.flags.filter((f) => typeof f === "string") : [];
     const cal = Number.isInteger(state.calibration) ? state.calibration : latest.calibration;
-    this.cal.textContent =
-      `Calibration v${Number.isInteger(cal) ? cal : "?"}` +
-      (flags.length ? ` · flags: ${flags.join(", ")}` : "");
+    setText(this.cal, `Calibration v${Number.isInteger(cal) ? cal : "?"}` +
+      (flags.length ? ` · flags: ${flags.join(", ")}` : ""));
     this.tick(nowMs);
   }
 
@@ -126,19 +135,19 @@ export class Tile {
     const s = this.stream;
     const last = s.lastSeenMs();
     if (last === null) {
-      this.seenRel.textContent = "never";
-      this.seenAbs.textContent = "";
+      setText(this.seenRel, "never");
+      setText(this.seenAbs, "");
       this.seenAbs.removeAttribute("datetime");
     } else {
-      this.seenRel.textContent = relative(nowMs - last);
+      setText(this.seenRel, relative(nowMs - last));
       const iso = new Date(last).toISOString();
       if (this.seenAbs.dateTime !== iso) {
         this.seenAbs.dateTime = iso;
-        this.seenAbs.textContent = new Date(last).toLocaleString();
+        setText(this.seenAbs, new Date(last).toLocaleString());
       }
     }
     const stale = isStale(nowMs, last, s.interval.ms);
-    this.stale.hidden = !stale;
+    setHidden(this.stale, !stale);
     this.root.classList.toggle("is-stale", stale);
   }
 }

@@ -102,10 +102,16 @@ class Stack:
         return self.web.url
 
     def events(
-        self, device: str, bodies: Iterable[dict[str, Any]], module: str | None = None
+        self,
+        device: str,
+        bodies: Iterable[dict[str, Any] | list[dict[str, Any]]],
+        module: str | None = None,
     ) -> list[InboundEvent]:
+        """Hub events for ``device``: one per body (a reading, or a packed list of readings)."""
         out = []
         for body in bodies:
+            first = body[0] if isinstance(body, list) else body
+            last = body[-1] if isinstance(body, list) else body
             n = self.hub_seq.get(device, 0) + 1
             self.hub_seq[device] = n
             out.append(
@@ -115,9 +121,9 @@ class Stack:
                     module_id=module,
                     properties={"temperatureAlert": "false"},
                     # The hub's enqueued time is the reading's own (a device clock in sync).
-                    enqueued_time=datetime.fromisoformat(body["ts"].replace("Z", "+00:00")),
+                    enqueued_time=datetime.fromisoformat(last["ts"].replace("Z", "+00:00")),
                     sequence_number=n,
-                    message_id=f"{body['boot']}:{body['seq']}",
+                    message_id=f"{first['boot']}:{first['seq']}",
                 )
             )
         return out
