@@ -166,3 +166,22 @@ def test_hub_unreachable_at_start_keeps_reading(tmp_path: Path) -> None:
     assert code == 0, module.log()
     assert took < 15
     assert "not connected" in module.log()
+
+
+def test_sigterm_with_a_hung_hub_exits_within_seconds(
+    tmp_path: Path, hub: HubThread, hub_device: Any
+) -> None:
+    """The hub stores messages but never acknowledges them (sends hang): SIGTERM still ends
+    the module within 15 s with exit code 0."""
+    dev: HubDevice = hub_device("pi-hung")
+    env = device_env(tmp_path, dev, tmp_path / "state")
+    with run_module(env, tmp_path / "module.log") as module:
+        wait_readings(hub, dev.identity, 2)
+        hub.hold_pubacks(True)
+        import time
+
+        time.sleep(2)  # a send is now waiting for its acknowledgement
+        code, took = module.stop()
+        hub.hold_pubacks(False)
+    assert code == 0, module.log()
+    assert took < 15, took

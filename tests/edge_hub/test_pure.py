@@ -160,6 +160,8 @@ def test_reported_only_on_change_and_at_most_every_interval() -> None:
     now[0] = 21
     assert sync.tick() and sync.patches == 4
     assert significant({"reads": {"ok": 3, "failed": 1}}) == {"reads": {"failed": 1}}
+    depth = [significant({"buffer": {"depth": d, "bytes": 9}})["buffer"] for d in (0, 1, 3, 900)]
+    assert depth == [{"depth": 0}, {"depth": 1}, {"depth": 2}, {"depth": 10}]
 
 
 def test_settings_from_environment() -> None:
@@ -209,7 +211,8 @@ class FakeApp:
         self.reading = reading
         self.resets = 0
 
-    def step(self) -> Any:
+    def step(self, *, flush: bool = False) -> Any:
+        assert flush  # readNow sends at once, whatever readingsPerMessage says
         return self.reading
 
     def reset_air_quality(self) -> None:

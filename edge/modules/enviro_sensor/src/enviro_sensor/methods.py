@@ -34,8 +34,8 @@ Answer = tuple[int, Any]
 class MethodTarget(Protocol):
     """What the methods drive (the App fits)."""
 
-    def step(self) -> Reading | None:
-        """Read once and queue the reading for the hub; None when the read failed."""
+    def step(self, *, flush: bool = False) -> Reading | None:
+        """Read once and buffer the reading (``flush``: send it without waiting for a pack)."""
         ...
 
     def reset_air_quality(self) -> None:
@@ -117,7 +117,7 @@ class Methods:
         refused = _no_payload(payload, "readNow")
         if refused is not None:
             return refused
-        reading = self._app.step()
+        reading = self._app.step(flush=True)
         if reading is None:
             sensor = self._app.reported().get("sensor", {})
             return _error(

@@ -244,11 +244,12 @@ def stop_hub(runner: HubRunner, client: HubClient, app: App, *, drain_timeout: f
 
     What is not sent stays in the buffer for the next start.
     """
-    drain = getattr(app, "drain", None)  # the buffered App's; the plain App flushed in run()
-    if callable(drain):
-        try:
-            drain(drain_timeout)
-        except Exception:
-            log.exception("drain before exit failed; the rest stays in the buffer")
+    try:
+        left = app.drain(drain_timeout)
+        if left:
+            log.info("%d readings stay in the buffer for the next start", left)
+    except Exception:
+        log.exception("drain before exit failed; the rest stays in the buffer")
+    app.close()  # the sender stops before the client it sends through
     runner.stop()
     client.close()

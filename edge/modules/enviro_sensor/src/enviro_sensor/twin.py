@@ -14,8 +14,9 @@ Desired (:class:`DesiredSync`):
 
 Reported (:class:`ReportedSync`): sent only when something that matters changed, and at most
 every ``min_interval`` seconds (the SDK leaks memory on frequent reported patches, #498).
-Counters that move with every reading (reads, messages sent, the burn-in's progress) go along
-when a patch is sent, but never cause one.
+Counters that move with every reading (reads, messages sent, buffered bytes, the burn-in's
+progress) go along when a patch is sent, but never cause one; the buffer depth causes one only
+when its order of magnitude changes.
 """
 
 from __future__ import annotations
@@ -36,9 +37,14 @@ log = logging.getLogger(__name__)
 VOLATILE_PATHS: tuple[tuple[str, ...], ...] = (
     ("reads", "ok"),
     ("messages", "sent"),
+    ("messages", "readingsSent"),
+    ("buffer", "bytes"),
     ("airQuality", "samples"),
     ("airQuality", "remainingSeconds"),
 )
+#: The buffer depth triggers a patch only when its order of magnitude changes (0, 1, 2-3, 4-7,
+#: ...): it moves between 0 and 1 with every reading in steady state.
+DEPTH_PATH = ("buffer", "depth")
 
 
 class ConfigTarget(Protocol):
@@ -185,6 +191,9 @@ def significant(doc: Mapping[str, Any]) -> dict[str, Any]:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(path[-1], None)
+    buffer = out.get(DEPTH_PATH[0])
+    if isinstance(buffer, dict) and isinstance(depth := buffer.get(DEPTH_PATH[1]), int):
+        buffer[DEPTH_PATH[1]] = max(0, depth).bit_length()
     return out
 
 
