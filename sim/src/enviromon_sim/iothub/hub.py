@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import errno
 import ipaddress
 import json
 import logging
@@ -32,6 +31,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from enviromon_sim.exitcodes import is_port_in_use
 from enviromon_sim.iothub.errors import PortInUseError
 from enviromon_sim.iothub.eventlog import EventLog
 from enviromon_sim.iothub.registry import Credentials, Registry, connection_string
@@ -255,7 +255,7 @@ async def _listen(what: str, host: str, port: int, opening: Awaitable[T]) -> T:
     try:
         return await opening
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
+        if is_port_in_use(exc):
             raise PortInUseError(what, host, port) from exc
         raise
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -425,6 +426,10 @@ def register_publish(commands: argparse._SubParsersAction[Any]) -> None:
 
 def _run(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def wrapped(args: argparse.Namespace) -> int:
+        if not getattr(args, "verbose", False):
+            # The Azure SDKs log every connect and send at INFO: keep their warnings only.
+            logging.getLogger("azure").setLevel(logging.WARNING)
+            logging.getLogger("uamqp").setLevel(logging.WARNING)
         try:
             return int(handler(args))
         except (OpsError, HubError) as exc:
