@@ -15,7 +15,7 @@ DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 320, "height": 640}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Headless Debian chromium (never a Playwright browser download)."""
     with sync_playwright() as p:
