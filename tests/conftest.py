@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.support.azurite",
+    "tests.support.browser",
     "tests.support.hub",
     "tests.support.pubsub",
 ]

@@ -20,10 +20,8 @@ from enviromon_sim.demo.config import Ports, option_name
 from enviromon_sim.demo.stack import DemoStack
 from playwright.sync_api import Browser, Page
 
-from tests.dashboard.conftest import DESKTOP, browser
+from tests.dashboard.conftest import DESKTOP
 from tests.dashboard.stack import build_dashboard
-
-__all__ = ["browser"]  # the dashboard tests' session browser (Debian chromium), reused
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVIROMON = str(Path(sys.executable).with_name("enviromon"))

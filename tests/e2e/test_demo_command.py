@@ -67,6 +67,21 @@ def test_ctrl_c_stops_every_child_and_a_second_run_starts_cleanly(tmp_path: Path
     assert "Traceback" not in third.output()
 
 
+def test_ctrl_c_during_start_up_stops_what_was_started(tmp_path: Path) -> None:
+    """Ctrl-C while parts are still starting: no traceback, none of its processes left."""
+    ports = Ports.free()
+    state = tmp_path / "demo"
+    demo = DemoProcess(state, ports, "--devices", "1")
+    demo.wait_for("local IoT Hub")  # printed while Azurite and the others are still starting
+    pids = _recorded_pids(state)
+    code, took = demo.interrupt()
+    output = demo.output()
+    assert code == (0 if "Dashboard:" in output else 130), output
+    assert took < 15, f"took {took:.1f}s to stop"
+    assert [name for name, pid in pids.items() if _alive(pid)] == []
+    assert "Traceback" not in output
+
+
 def test_a_busy_port_is_one_clear_message(tmp_path: Path) -> None:
     """A port taken by another program: exit 1, the port, the service and the option to use."""
     ports = Ports.free()

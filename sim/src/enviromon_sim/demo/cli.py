@@ -99,8 +99,14 @@ def _run(args: argparse.Namespace) -> int:
     # The progress lines say what starts; the key file's own log line would only interleave.
     logging.getLogger("enviromon_sim.webpubsub.cli").setLevel(logging.WARNING)
     stop = threading.Event()
+    phase = ["starting"]
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        # While starting, interrupt the start (it stops what it began); while running, ask
+        # the loop below to stop; while stopping, let the stop finish.
+        if phase[0] == "starting":
+            phase[0] = "stopping"
+            raise KeyboardInterrupt
         stop.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -117,12 +123,15 @@ def _run(args: argparse.Namespace) -> int:
     print(f"enviromon demo: starting (state and logs in {state_dir}/)", flush=True)
     try:
         stack.start()
-        if not stop.is_set():
-            _print_ready(stack, state_dir)
-            reported: set[str] = set()
-            while not stop.wait(1.0):
-                _report_exits(stack, reported)
+        phase[0] = "running"
+        _print_ready(stack, state_dir)
+        reported: set[str] = set()
+        while not stop.wait(1.0):
+            _report_exits(stack, reported)
+    except KeyboardInterrupt:
+        return 130
     finally:
+        phase[0] = "stopping"
         print("\nstopping…", flush=True)
         killed = stack.stop()
         note = f" (killed after the grace period: {', '.join(killed)})" if killed else ""

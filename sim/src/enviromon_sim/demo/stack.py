@@ -204,7 +204,9 @@ class DemoStack:
     def _write_pids(self) -> None:
         """Record our children, so a later start can stop them if this runner was killed."""
         pids = {name: {"pid": c.pid, "argv": c.argv} for name, c in self.children.items()}
-        (self.state_dir / PIDS_FILE).write_text(json.dumps(pids), encoding="utf-8")
+        tmp = self.state_dir / (PIDS_FILE + ".tmp")
+        tmp.write_text(json.dumps(pids), encoding="utf-8")
+        tmp.replace(self.state_dir / PIDS_FILE)  # whole, for a reader at any moment
 
     def stop_leftovers(self) -> list[str]:
         """Stop the children of an earlier runner that was killed before it could.
