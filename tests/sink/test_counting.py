@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from datetime import timedelta
 
-from enviromon_sink.counting import MAX_BOOTS, DeviceState, Outcome, fold
+from enviromon_sink.counting import (
+    INT64_MAX,
+    MAX_BOOTS,
+    MAX_GAPS,
+    MAX_SEQ_JUMP,
+    SEQ_JUMP_FLAG,
+    DeviceState,
+    Outcome,
+    fold,
+    fold_stream,
+)
 from enviromon_sink.normalise import BOOT_HUB, Reading
+from enviromon_sink.streams import from_entity, to_entity
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -198,3 +210,100 @@ def test_boot_memory_recognises_every_remembered_boot(lengths: list[int]) -> Non
     again = run(batches, once)
     assert again.count == once.count == sum(lengths)
     assert again.missing == 0
+
+
+# -- past the memory limits: crash loops, many gaps, seqs near 2**63 --------------------------
+
+
+def hub_r(seq: int, boot: str, at: int) -> Reading:
+    """A reading of DEV the hub enqueued ``at`` s after T0 (first deliveries in hub order)."""
+    when = T0 + timedelta(seconds=at)
+    return replace(r(1, boot), seq=seq, ts=when, enqueued=when)
+
+
+@st.composite
+def _crash_loop(draw: st.DrawFn) -> tuple[list[Reading], list[list[Reading]]]:
+    """Up to 60 boots of 1-5 readings each (a boot a minute), in hub order, cut into batches."""
+    boots = draw(st.integers(MAX_BOOTS + 1, 60))
+    readings = []
+    at = 0
+    for b in range(boots):
+        for seq in range(1, draw(st.integers(1, 5)) + 1):
+            at += 1
+            readings.append(hub_r(seq, f"{b:016x}", at))
+    return readings, _batches(draw, readings)
+
+
+def _replayed(batches: list[list[Reading]], data: st.DataObject) -> list[list[Reading]]:
+    """Every batch first in order, and again at any later point (after any later batches)."""
+    schedule: list[list[Reading]] = []
+    pending: list[list[Reading]] = []
+    for batch in batches:
+        schedule.append(batch)
+        pending.append(batch)
+        while pending and data.draw(st.booleans()):
+            schedule.append(pending.pop(data.draw(st.integers(0, len(pending) - 1))))
+    return schedule + pending
+
+
+@settings(max_examples=60)
+@given(_crash_loop(), st.data())
+def test_crash_loop_replays_never_double_count(
+    case: tuple[list[Reading], list[list[Reading]]], data: st.DataObject
+) -> None:
+    """More than MAX_BOOTS boots, replays interleaved anywhere later: Count = distinct, once."""
+    readings, batches = case
+    once = run(batches)
+    assert once.count == len(readings) and once.missing == 0
+    replayed = run(_replayed(batches, data))
+    assert replayed.count == len(readings)
+    assert replayed.duplicates == len(readings)
+    assert len(replayed.boots) == MAX_BOOTS and replayed.forgotten_us is not None
+
+
+@settings(max_examples=60)
+@given(st.sets(st.integers(1, 200), min_size=1), st.data())
+def test_more_gaps_than_remembered_never_double_count(seqs: set[int], data: st.DataObject) -> None:
+    """Any subset of 1..200 (up to 100 gaps > MAX_GAPS), then replays: nothing counted twice."""
+    ordered = [hub_r(s, "aaaaaaaa", s) for s in sorted(seqs)]
+    batches = _batches(data.draw, ordered)
+    once = run(batches)
+    assert once.count == len(seqs) and once.missing == max(seqs) - len(seqs)
+    assert all(len(m.gaps) <= MAX_GAPS for m in once.boots)
+    replayed = run(_replayed(batches, data), None)
+    assert replayed.count == len(seqs) and replayed.duplicates == len(seqs)
+
+
+_near_top = st.integers(INT64_MAX - 50, INT64_MAX) | st.integers(1, 50)
+
+
+@settings(max_examples=80)
+@given(st.lists(st.tuples(_near_top, st.sampled_from(["aaaaaaaa", "bbbbbbbb"])), max_size=30))
+def test_seqs_near_int64_max_saturate_flag_and_store(pairs: list[tuple[int, str]]) -> None:
+    """Seqs near 2**63 - 1, and jumps to it: counters stay in Int64, jumps flagged, storable."""
+    readings = [hub_r(seq, boot, i) for i, (seq, boot) in enumerate(pairs)]
+    done = fold_stream(None, readings, device_id=DEV)
+    state = done.state
+    for value in (state.count, state.duplicates, state.missing, state.rejected):
+        assert 0 <= value <= INT64_MAX
+    for reading, outcome, flags in zip(readings, done.outcomes, done.flags, strict=True):
+        if SEQ_JUMP_FLAG in flags:
+            assert outcome.counted and reading.seq is not None and reading.seq > MAX_SEQ_JUMP
+    assert from_entity(to_entity(state)) == state  # the row the store would write reads back
+    again = fold_stream(state, readings).state
+    assert again.count == state.count  # and a replay counts nothing
+
+
+def test_poison_sequence_saturates_instead_of_overflowing() -> None:
+    """seq 1, then 2**63 - 1, then a new boot at 2**63 - 1: no overflow, jumps flagged."""
+    readings = [
+        hub_r(1, "aaaaaaaa", 1),
+        hub_r(INT64_MAX, "aaaaaaaa", 2),
+        hub_r(INT64_MAX, "bbbbbbbb", 3),
+        hub_r(INT64_MAX - 1, "bbbbbbbb", 4),
+    ]
+    done = fold_stream(None, readings, device_id=DEV)
+    assert done.state.count == 3 and done.state.missing == 0
+    assert done.flags[1] == (SEQ_JUMP_FLAG,) and done.flags[2] == (SEQ_JUMP_FLAG,)
+    assert SEQ_JUMP_FLAG in done.state.flags
+    assert done.outcomes[3] is Outcome.DUPLICATE  # below the boot's last seq, in no gap

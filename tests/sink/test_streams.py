@@ -1,0 +1,115 @@
+"""Streams on Azurite: per (device, module), a poison stream confined, history pages."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from enviromon_sink.counting import INT64_MAX, SEQ_JUMP_FLAG
+from enviromon_sink.deadletter import body_of
+from enviromon_sink.processor import Sink
+
+from tests.sink.helpers import T0, event, reading_body
+from tests.sink.sinks import history_rows, rows, state_rows
+from tests.sink.transport import Fault, FaultyTransport, is_batch, nth
+
+GOOD = [f"pi-{i:02d}" for i in range(1, 50)]
+
+
+def test_two_modules_on_one_device_are_counted_apart(azurite: str, table_prefix: str) -> None:
+    """enviro_sensor and SimulatedTemperatureSensor on one device: two streams, own counts."""
+    sink = Sink.from_connection_string(azurite, table_prefix=table_prefix)
+    ours = [event(reading_body(s), device="edge-1", module="enviro_sensor") for s in (1, 2, 3)]
+    sim = [
+        event(
+            {
+                "machine": {"temperature": 80.0},
+                "ambient": {"temperature": 20.5, "humidity": 30},
+                "timeCreated": "2026-11-25T03:00:00Z",
+            },
+            device="edge-1",
+            module="SimulatedTemperatureSensor",
+            seq_no=n,
+        )
+        for n in (10, 11)
+    ]
+    result = sink.process([ours[0], sim[0], ours[1], sim[1], ours[2]])
+    assert set(result.devices) == {"edge-1!enviro_sensor", "edge-1!SimulatedTemperatureSensor"}
+    listed = {d["streamId"]: d for d in sink.list_devices()}
+    a, b = listed["edge-1!enviro_sensor"], listed["edge-1!SimulatedTemperatureSensor"]
+    assert (a["deviceId"], a["moduleId"], a["count"], a["source"]) == (
+        "edge-1",
+        "enviro_sensor",
+        3,
+        "simulated",
+    )
+    assert (b["moduleId"], b["count"], b["values"]["temperature"]) == (
+        "SimulatedTemperatureSensor",
+        2,
+        20.5,
+    )
+    assert a["values"]["temperature"] == 21.5 and a["missing"] == 0 and a["lastSeq"] == 3
+    # The telemetry of the device merges its streams by time; module= picks one.
+    start, end = T0 - timedelta(hours=1), T0 + timedelta(hours=1)
+    merged = sink.history("edge-1", start, end, 100).readings
+    assert len(merged) == 5 and [r["ts"] for r in merged] == sorted(r["ts"] for r in merged)
+    one = sink.history("edge-1", start, end, 100, module_id="enviro_sensor", all_modules=False)
+    assert [r["seq"] for r in one.readings] == [1, 2, 3]
+    assert {r["streamId"] for r in one.readings} == {"edge-1!enviro_sensor"}
+
+
+def test_poison_device_never_stalls_the_others(azurite: str, table_prefix: str) -> None:
+    """seq 2**63 - 1 then a new boot, beside 49 good devices: all counted, the next batch too."""
+    sink = Sink.from_connection_string(azurite, table_prefix=table_prefix)
+    poison = [
+        event(reading_body(1, boot="0000000000000bad"), device="pi-poison", seq_no=1),
+        event(reading_body(INT64_MAX, boot="0000000000000bad", ts=T0), device="pi-poison"),
+        event(reading_body(INT64_MAX, boot="0000000000000b0b", ts=T0), device="pi-poison"),
+    ]
+    good = [event(reading_body(1), device=d) for d in GOOD]
+    result = sink.process(good[:25] + poison + good[25:])
+    assert result.dead_lettered == 0 and len(result.readings) == 52
+    bad = result.devices["pi-poison"]
+    assert bad["count"] == 3 and bad["missing"] == 0 and SEQ_JUMP_FLAG in bad["flags"]
+    nxt = sink.process([event(reading_body(2), device=d) for d in GOOD] + poison)
+    assert len(nxt.readings) == 49 and nxt.duplicates == 3
+    assert all(d["count"] == 2 for d in sink.list_devices() if d["deviceId"] != "pi-poison")
+
+
+def test_a_stream_storage_refuses_is_dead_lettered_and_the_rest_commits(
+    azurite: str, table_prefix: str
+) -> None:
+    """A non-transient refusal of one stream's part: that part dead-lettered, 49 others commit."""
+    transport = FaultyTransport()
+    sink = Sink.from_connection_string(
+        azurite, table_prefix=table_prefix, transport=transport, retry_total=0
+    )
+    # "pi-0-bad" sorts first, so it is the first operation of the first transaction; the
+    # refusal (a 400 for the transaction) is repeated when it is sent alone.
+    transport.inject(Fault(match=nth(is_batch, 1), kind="changeset_400", times=2))
+    bad = [event(reading_body(s), device="pi-0-bad", seq_no=s) for s in (1, 2)]
+    result = sink.process(bad + [event(reading_body(1), device=d) for d in GOOD])
+    assert len(result.readings) == 49 and "pi-0-bad" not in result.devices
+    assert result.dead_lettered == 2
+    letters = rows(azurite, table_prefix, "deadletter")
+    assert {body_of(x) for x in letters} == {e.body for e in bad}
+    assert all("storage refused the stream's part: 400" in x["Reason"] for x in letters)
+    assert len(history_rows(azurite, table_prefix)) == 49
+    assert len(state_rows(azurite, table_prefix)) == 49
+    again = sink.process(bad)  # healed: the part, replayed from its dead letters, counts
+    assert [r["seq"] for r in again.readings] == [1, 2]
+
+
+def test_history_pages_with_a_continuation_token(azurite: str, table_prefix: str) -> None:
+    """A range of 250 readings in pages of 100: every reading once, in order, then no token."""
+    sink = Sink.from_connection_string(azurite, table_prefix=table_prefix)
+    sink.process([event(reading_body(s), device="pi-long") for s in range(1, 251)])
+    start, end = T0, T0 + timedelta(hours=1)
+    seen: list[int] = []
+    token = None
+    for _ in range(4):
+        page = sink.history("pi-long", start, end, 100, continuation=token)
+        seen.extend(r["seq"] for r in page.readings)
+        token = page.continuation
+        if token is None:
+            break
+    assert seen == list(range(1, 251)) and token is None
