@@ -16,7 +16,14 @@ Figures (one name=value per line):
   sink.original_double_counted                   replays the original counted again
   sink.hot_device.*               1 device, 2,000 readings, 8 workers: every batch races on one
                                  entity (the original's 10 tries run out here)
-  sink.readings_per_s.devices_N / .workers_N     scaling runs (smaller loads; see *.readings)
+  sink.steady.*                   1,000 devices, 10,000 readings (about one reading per device
+                                 per batch, as a fleet in steady state sends), batches of 100
+                                 from 8 partitions, 8 workers, every batch twice; ours and the
+                                 original: speedup_vs_original (goal >= 5),
+                                 table_requests_per_reading (goal <= 0.5), lost/double_counted
+  sink.readings_per_s.devices_N   N = 10, 100, 1,000, 10,000 devices, 10,000 readings each run
+                                 (goal: flat within 3x from 10 to 10,000)
+  sink.readings_per_s.workers_N   50 devices, 4,000 readings, N workers
 
 Set AZURE_TABLES_CONNECTION_STRING to run against a real account instead of a local Azurite.
 """
@@ -47,7 +54,9 @@ from tests.support.azurite import Azurite  # noqa: E402
 DEVICES = 50
 READINGS = 20_000
 WORKERS = 8
-SCALING_READINGS = 4_000  # per scaling run, to keep the whole bench within ~5 minutes
+SCALING_READINGS = 4_000  # per workers run, to keep the whole bench within minutes
+STEADY_DEVICES = 1_000
+STEADY_READINGS = 10_000  # also the readings of every devices_N run
 HOT_READINGS = 2_000
 
 
@@ -190,16 +199,47 @@ def _bench(conn: str) -> None:
     _emit("sink.hot_device.original_dropped_updates", int(hot_original["dropped"]))
     _emit("sink.hot_device.original_double_counted", int(hot_original["double_counted"]))
 
-    for devices in (10, 100, 1000):
-        run = run_ours(conn, devices=devices, readings=SCALING_READINGS, workers=WORKERS)
+    # Steady state: a batch holds about one reading per device.
+    steady = run_ours(conn, devices=STEADY_DEVICES, readings=STEADY_READINGS, workers=WORKERS)
+    steady_original = run_original(
+        conn, devices=STEADY_DEVICES, readings=STEADY_READINGS, workers=WORKERS
+    )
+    _emit("sink.steady.load", f"{STEADY_READINGS}_readings_{STEADY_DEVICES}_devices_8_partitions")
+    _emit("sink.steady.readings_per_s", steady["readings_per_s"])
+    _emit("sink.steady.original_readings_per_s", steady_original["readings_per_s"])
+    _emit(
+        "sink.steady.speedup_vs_original",
+        steady["readings_per_s"] / steady_original["readings_per_s"],
+    )
+    _emit("sink.steady.table_requests_per_reading", steady["requests_per_reading"])
+    _emit(
+        "sink.steady.original_table_requests_per_reading", steady_original["requests_per_reading"]
+    )
+    _emit("sink.steady.lost", int(steady["lost"]))
+    _emit("sink.steady.double_counted", int(steady["double_counted"]))
+    _emit("sink.steady.original_lost", int(steady_original["never_counted"]))
+    _emit("sink.steady.original_double_counted", int(steady_original["double_counted"]))
+
+    rates: dict[int, float] = {}
+    for devices in (10, 100, 1000, 10_000):
+        run = (
+            steady
+            if devices == STEADY_DEVICES
+            else run_ours(conn, devices=devices, readings=STEADY_READINGS, workers=WORKERS)
+        )
+        rates[devices] = run["readings_per_s"]
         _emit(f"sink.readings_per_s.devices_{devices}", run["readings_per_s"])
         _emit(f"sink.table_requests_per_reading.devices_{devices}", run["requests_per_reading"])
         _emit(f"sink.lost.devices_{devices}", int(run["lost"] + run["double_counted"]))
+    _emit("sink.readings_per_s.devices_max_over_min", max(rates.values()) / min(rates.values()))
     for workers in (1, 2, 4, 8):
         run = run_ours(conn, devices=DEVICES, readings=SCALING_READINGS, workers=workers)
         _emit(f"sink.readings_per_s.workers_{workers}", run["readings_per_s"])
     _emit("sink.scaling.readings", SCALING_READINGS)
-    _emit("sink.scaling.note", f"scaling_runs_use_{SCALING_READINGS}_readings_each_batch_twice")
+    _emit(
+        "sink.scaling.note",
+        f"devices_N_runs_use_{STEADY_READINGS}_readings_workers_N_{SCALING_READINGS}_each_batch_twice",
+    )
 
 
 def main() -> None:

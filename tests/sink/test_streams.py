@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
+import pytest
+from azure.data.tables import TableServiceClient, UpdateMode
 from enviromon_sink.counting import INT64_MAX, SEQ_JUMP_FLAG
 from enviromon_sink.deadletter import body_of
+from enviromon_sink.keys import bucket_of, stream_key, table_name
 from enviromon_sink.processor import Sink
 
 from tests.sink.helpers import T0, event, reading_body
@@ -113,3 +117,36 @@ def test_history_pages_with_a_continuation_token(azurite: str, table_prefix: str
         if token is None:
             break
     assert seen == list(range(1, 251)) and token is None
+
+
+def test_unreadable_stored_state_is_kept_and_its_part_dead_lettered(
+    azurite: str, table_prefix: str
+) -> None:
+    """A state row edited into nonsense is not overwritten; its part waits in dead letters."""
+    sink = Sink.from_connection_string(azurite, table_prefix=table_prefix)
+    sink.process([event(reading_body(1), device=d) for d in ("pi-broken", "pi-fine")])
+    table = TableServiceClient.from_connection_string(azurite).get_table_client(
+        table_name(table_prefix, "streams")
+    )
+    key = stream_key("pi-broken", None)
+    table.update_entity(
+        {"PartitionKey": bucket_of(key), "RowKey": f"s${key}", "Boots": "not json"},
+        mode=UpdateMode.MERGE,
+    )
+    result = sink.process([event(reading_body(2), device=d) for d in ("pi-broken", "pi-fine")])
+    assert [r["deviceId"] for r in result.readings] == ["pi-fine"]
+    [letter] = rows(azurite, table_prefix, "deadletter")
+    assert letter["DeviceId"] == "pi-broken" and "stored state unreadable" in letter["Reason"]
+    assert table.get_entity(bucket_of(key), f"s${key}")["Boots"] == "not json"
+
+
+def test_one_summary_line_per_batch_and_no_sdk_request_lines(
+    azurite: str, table_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch logs one INFO line with its figures; the SDK's per-request lines stay off."""
+    sink = Sink.from_connection_string(azurite, table_prefix=table_prefix)
+    caplog.set_level(logging.INFO)
+    sink.process([event(reading_body(s), device=d) for d in ("pi-a", "pi-b") for s in (1, 2)])
+    infos = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert [r.name for r in infos] == ["enviromon_sink.processor"]
+    assert infos[0].getMessage().startswith("batch: 4 events, 4 counted, 0 duplicates")

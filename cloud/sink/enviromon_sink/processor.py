@@ -289,6 +289,10 @@ class Sink:
         while pending:
             writes: dict[str, tuple[StreamWrite, _Counted]] = {}
             for key in sorted(pending):
+                if loaded[key].error is not None:
+                    refused[key] = loaded[key].error or ""
+                    pending.discard(key)
+                    continue
                 try:
                     writes[key] = self._fold(streams[key], loaded[key])
                 except Exception as exc:  # a poison stream costs its own part, never the batch

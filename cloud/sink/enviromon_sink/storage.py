@@ -22,10 +22,15 @@ from enviromon_sink.normalise import Reading
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
-    """A stream's stored state and its ETag (both None: never stored)."""
+    """A stream's stored state and its ETag (both None: never stored).
+
+    ``error`` says why a stored state could not be read back (then ``state`` is None and
+    the stream's part of the batch is dead-lettered: overwriting would lose its counts).
+    """
 
     state: DeviceState | None
     etag: str | None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,6 @@ from enviromon_sink.normalise import Reading, iso
 from enviromon_sink.storage import HistoryPage, Loaded, Outcome, Status, StreamWrite
 from enviromon_sink.tables import (
     MAX_TRANSACTION,
-    TRANSIENT_STATUS,
     as_int,
     int64,
     time_key,
@@ -61,6 +60,8 @@ HISTORY: Final = "h"
 KEYS_PER_QUERY: Final = 12
 #: Above this many wanted keys in one bucket, one range read of the bucket's state rows.
 RANGE_LOAD_AT: Final = 4 * KEYS_PER_QUERY
+#: Statuses that say "this operation's entity is unacceptable": confined to its stream.
+_STREAM_FAULTS: Final = frozenset({400, 413})
 _CONFLICT_CODES: Final = frozenset(
     {"UpdateConditionNotSatisfied", "ConditionNotMet", "EntityAlreadyExists", "ResourceNotFound"}
 )
@@ -100,7 +101,7 @@ class TableStreamStore:
                 for entity in self._query_states(bucket, wanted):
                     key = str(entity["RowKey"])[len(row_prefix(STATE)) :]
                     if key in out:
-                        out[key] = Loaded(_state(entity), str(entity.metadata["etag"]))
+                        out[key] = _loaded(entity)
         return out
 
     def _query_states(self, bucket: str, wanted: list[str]) -> Iterable[Any]:
@@ -197,7 +198,9 @@ class TableStreamStore:
             # operation, but not every server does so reliably (Azurite), and a stream sent
             # again with a stale ETag would fail the transaction forever.
             return {key: Outcome(Status.CONFLICT) for key in transaction.state_ops}
-        if status in TRANSIENT_STATUS:  # pragma: no cover - translate_errors raised it already
+        if status not in _STREAM_FAULTS:
+            # Not about one stream's rows (a wrong key, a read-only SAS, a deleted table):
+            # raise, so the batch waits for the fix instead of dead-lettering everything.
             raise exc
         reason = f"storage refused the stream's part: {status} {code}".strip()
         if len(transaction.state_ops) == 1 or not isolate:
@@ -398,13 +401,14 @@ def _state_op(write: StreamWrite) -> tuple[Any, ...]:
     )
 
 
-def _state(entity: Mapping[str, Any]) -> DeviceState:
+def _loaded(entity: Any) -> Loaded:
+    """A state row as loaded; an unreadable one is reported, never overwritten."""
+    etag = str(entity.metadata["etag"])
     try:
-        return from_entity(entity)
+        return Loaded(from_entity(entity), etag)
     except (KeyError, ValueError, TypeError) as exc:
-        raise CorruptStateError(
-            f"stream {entity.get('RowKey')!r}: state row unreadable ({type(exc).__name__}: {exc})"
-        ) from exc
+        error = CorruptStateError(f"stored state unreadable ({type(exc).__name__}: {exc})"[:500])
+        return Loaded(None, etag, error=str(error))
 
 
 def to_entity(state: DeviceState) -> dict[str, Any]:
