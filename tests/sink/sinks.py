@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from azure.data.tables import EntityProperty, TableServiceClient
+from enviromon_sink.chunks import loads
 from enviromon_sink.keys import table_name
 from enviromon_sink.processor import Sink
 
@@ -26,8 +27,17 @@ def _plain(value: Any) -> Any:
 
 
 def history_rows(conn: str, prefix: str) -> list[dict[str, Any]]:
-    """The history rows of the streams table (RowKey ``h$…``)."""
-    return [r for r in rows(conn, prefix, "streams") if str(r["RowKey"]).startswith("h$")]
+    """Every reading the streams table keeps as history (in chunk rows and states' Recent).
+
+    Each as ``{"stream", "boot", "seq", ...}`` (the kept fields), repeats included.
+    """
+    out = []
+    for row in rows(conn, prefix, "streams"):
+        rk = str(row["RowKey"])
+        text = row.get("Readings") if rk.startswith("h$") else row.get("Recent")
+        stream = rk.split("$")[1]
+        out.extend({"stream": stream, "boot": i["b"], "seq": i["s"], **i} for i in loads(text))
+    return out
 
 
 def state_rows(conn: str, prefix: str) -> list[dict[str, Any]]:

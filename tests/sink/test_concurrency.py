@@ -45,7 +45,7 @@ def _run(conn: str, prefix: str, workload: load.Workload, *, in_order: bool) -> 
     assert len(new) == workload.readings and len(set(new)) == workload.readings  # once each
     assert sum(r["duplicates"] for r in results) == workload.readings  # every replay
     history = history_rows(conn, prefix)
-    assert len({(h["PartitionKey"], h["RowKey"]) for h in history}) == len(history)
+    assert len({(h["stream"], h["boot"], h["seq"]) for h in history}) == len(history)
     assert len(history) == workload.readings
     return results
 

@@ -250,7 +250,7 @@ def _replayed(batches: list[list[Reading]], data: st.DataObject) -> list[list[Re
     return schedule + pending
 
 
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 @given(_crash_loop(), st.data())
 def test_crash_loop_replays_never_double_count(
     case: tuple[list[Reading], list[list[Reading]]], data: st.DataObject
@@ -265,7 +265,7 @@ def test_crash_loop_replays_never_double_count(
     assert len(replayed.boots) == MAX_BOOTS and replayed.forgotten_us is not None
 
 
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 @given(st.sets(st.integers(1, 200), min_size=1), st.data())
 def test_more_gaps_than_remembered_never_double_count(seqs: set[int], data: st.DataObject) -> None:
     """Any subset of 1..200 (up to 100 gaps > MAX_GAPS), then replays: nothing counted twice."""
@@ -282,7 +282,7 @@ def test_more_gaps_than_remembered_never_double_count(seqs: set[int], data: st.D
 _near_top = st.integers(INT64_MAX - 50, INT64_MAX) | st.integers(1, 50)
 
 
-@settings(max_examples=80)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(st.tuples(_near_top, st.sampled_from(["aaaaaaaa", "bbbbbbbb"])), max_size=30))
 def test_seqs_near_int64_max_saturate_flag_and_store(pairs: list[tuple[int, str]]) -> None:
     """Seqs near 2**63 - 1, and jumps to it: counters stay in Int64, jumps flagged, storable."""

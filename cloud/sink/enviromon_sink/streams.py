@@ -4,14 +4,16 @@ Layout of ``<prefix>streams`` (docs/sink.md has the why):
 
 * PartitionKey = ``b00`` … ``b07``: a stable hash of the escaped device id
   (``keys.bucket_of``), so one transaction can commit several devices at once;
-* state row of a stream: RowKey ``s$<stream key>``;
-* history row of a reading: RowKey ``h$<stream key>$<UTC time>_<boot>_<seq, 20 digits>``.
+* state row of a stream: RowKey ``s$<stream key>``, with the counts and ``Recent``: the
+  newest counted readings not yet in a history row (chunks.py);
+* history row of a chunk of readings: RowKey ``h$<stream key>$<first reading's sort key>``
+  (``<UTC time>_<boot>_<seq, 20 digits>``), holding up to an hour of the stream's readings.
 
 ``load`` reads the state rows a batch needs, per bucket, in queries of at most 12 keys (a
 filter holds at most 15 comparisons; the RowKey range bounds the scan to state rows). ``commit``
-sends, per bucket, transactions of at most 100 operations: for each stream its history rows
-(upserts: a replay lands on the same rows) and its state row (``update`` with the loaded
-ETag, ``IfNotModified``, or ``create``). A transaction is atomic, so a stream's state is never
+sends, per bucket, transactions of at most 100 operations: for each stream the history chunks
+its ``Recent`` was cut into, if any, and its state row (``update`` with the loaded ETag,
+``IfNotModified``, or ``create``). A transaction is atomic, so a stream's state is never
 committed without its history rows; another stream's conflict fails the whole transaction,
 and those streams are simply sent again.
 """
@@ -23,14 +25,17 @@ import binascii
 import heapq
 import json
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
+from enviromon_sink import chunks
 from enviromon_sink.counting import BootMark, DeviceState
 from enviromon_sink.errors import CorruptStateError
 from enviromon_sink.keys import (
@@ -42,7 +47,6 @@ from enviromon_sink.keys import (
     split_stream_key,
     stream_key,
 )
-from enviromon_sink.normalise import Reading, iso
 from enviromon_sink.storage import HistoryPage, Loaded, Outcome, Status, StreamWrite
 from enviromon_sink.tables import (
     MAX_TRANSACTION,
@@ -72,21 +76,37 @@ def state_row_key(key: str) -> str:
     return row_prefix(STATE) + key
 
 
-def history_row_key(reading: Reading) -> str:
-    """RowKey of a reading's history row: sorted by time within the stream, unique per seq."""
-    seq = reading.seq if reading.seq is not None else 0
-    return (
-        f"{row_prefix(HISTORY, reading.stream_id)}{time_key(reading.ts)}"
-        f"_{escape_key(reading.boot)}_{seq:020d}"
-    )
+def chunk_row_key(key: str, chunk: Sequence[chunks.Item]) -> str:
+    """RowKey of a history chunk: the stream's prefix and its first reading's sort key."""
+    return row_prefix(HISTORY, key) + chunks.sort_key(chunk[0])
 
 
 class TableStreamStore:
     """:class:`storage.StreamStore` on one Azure Table (or Azurite)."""
 
-    def __init__(self, *, table: TableClient) -> None:
-        """Wrap ``table`` (the streams table; it must exist)."""
+    def __init__(self, *, table: TableClient, cache_size: int = 50_000) -> None:
+        """Wrap ``table`` (the streams table; it must exist).
+
+        ``cache_size``: streams whose loaded ``Recent`` is kept between ``load`` and ``commit``.
+        """
+        if cache_size < 1:
+            raise ValueError("cache_size must be ≥ 1")
         self._table = table
+        # (stream key, ETag) → the Recent readings of that version of the state row.
+        self._recent: OrderedDict[tuple[str, str], list[chunks.Item]] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def _remember(self, key: str, etag: str, recent: list[chunks.Item]) -> None:
+        with self._lock:
+            self._recent[(key, etag)] = recent
+            self._recent.move_to_end((key, etag))
+            while len(self._recent) > self._cache_size:
+                self._recent.popitem(last=False)
+
+    def _recalled(self, key: str, etag: str) -> list[chunks.Item] | None:
+        with self._lock:
+            return self._recent.get((key, etag))
 
     # -- state --------------------------------------------------------------------------
 
@@ -101,7 +121,9 @@ class TableStreamStore:
                 for entity in self._query_states(bucket, wanted):
                     key = str(entity["RowKey"])[len(row_prefix(STATE)) :]
                     if key in out:
-                        out[key] = _loaded(entity)
+                        out[key] = loaded = _loaded(entity)
+                        if loaded.error is None and loaded.etag is not None:
+                            self._remember(key, loaded.etag, _recent_of(entity))
         return out
 
     def _query_states(self, bucket: str, wanted: list[str]) -> Iterable[Any]:
@@ -149,16 +171,37 @@ class TableStreamStore:
         for bucket, group in by_bucket.items():
             parts = []
             for write in group:
-                history = _history_ops(write)
-                # Rows that do not fit beside the state go first, in transactions of their
-                # own: upserts, so a crash before the state leaves only rows a re-run rewrites.
+                ops = self._stream_ops(write)
+                if ops is None:  # its Recent is unknown here: load it again
+                    out[write.key] = Outcome(Status.CONFLICT)
+                    continue
+                history, state_op, recent = ops
+                # Chunks that do not fit beside the state (a stream with thousands of new
+                # readings in one batch) go first, in transactions of their own; readers drop
+                # the readings such a row repeats if the state write then loses a race.
                 head = len(history) - (MAX_TRANSACTION - 1)
                 if head > 0 and not self._send_rows(bucket, write.key, history[:head], out):
                     continue
-                parts.append((write, history[max(head, 0) :]))
+                parts.append((write.key, [*history[max(head, 0) :], state_op], recent))
             for transaction in _pack(bucket, parts):
                 out.update(self._send(transaction, isolate=True))
         return out
+
+    def _stream_ops(
+        self, write: StreamWrite
+    ) -> tuple[list[tuple[Any, ...]], tuple[Any, ...], list[chunks.Item]] | None:
+        if write.etag is None:
+            recent: list[chunks.Item] = []
+        else:
+            known = self._recalled(write.key, write.etag)
+            if known is None:
+                return None
+            recent = known
+        cut, kept = chunks.plan(recent, [chunks.compact(r) for r in write.readings])
+        history = [
+            ("upsert", chunk_row(write.state, chunk), {"mode": UpdateMode.REPLACE}) for chunk in cut
+        ]
+        return history, _state_op(write, kept), kept
 
     def _send_rows(
         self, bucket: str, key: str, ops: list[tuple[Any, ...]], out: dict[str, Outcome]
@@ -186,6 +229,8 @@ class TableStreamStore:
         for key, index in transaction.state_ops.items():
             etag = metas[index].get("etag") if index < len(metas) else None
             out[key] = Outcome(Status.COMMITTED, etag=None if etag is None else str(etag))
+            if etag is not None:
+                self._remember(key, str(etag), transaction.recent[key])
         return out
 
     def _failed(
@@ -262,7 +307,7 @@ class TableStreamStore:
         """Readings with ``start <= ts < end``, oldest first; at most ``limit``, then a token.
 
         With ``all_modules``, every stream of the device merged by time. The token holds, per
-        stream, the last RowKey served: the next page starts after it.
+        stream, the sort key of the last reading served: the next page starts after it.
 
         Raises:
             ValueError: a continuation token this store did not give.
@@ -271,53 +316,81 @@ class TableStreamStore:
             return HistoryPage()
         cursors = _decode_token(continuation) if continuation else {}
         keys = self.device_streams(device_id) if all_modules else [stream_key(device_id, module_id)]
-        lo_t, hi_t = time_key(start), time_key(end)
-        heads: list[tuple[str, str, int, Any]] = []
+        heads: list[tuple[str, int, str, dict[str, Any]]] = []
         more: dict[str, bool] = {}
         with translate_errors():
             for n, key in enumerate(keys):
-                prefix = row_prefix(HISTORY, key)
-                lo = prefix + lo_t
-                after = cursors.get(key)
-                op = "ge"
-                if after is not None and after.startswith(prefix) and after >= lo:
-                    lo, op = after, "gt"
-                rows = []
-                pages = self._table.query_entities(
-                    f"PartitionKey eq @pk and RowKey {op} @lo and RowKey lt @hi",
-                    parameters={"pk": bucket_of(key), "lo": lo, "hi": prefix + hi_t},
-                    results_per_page=min(limit + 1, 1000),
-                )
-                for row in pages:
-                    rows.append(row)
-                    if len(rows) > limit:
-                        break
-                more[key] = len(rows) > limit
-                for row in rows[:limit]:
-                    rk = str(row["RowKey"])
-                    heads.append((rk[len(prefix) :], key, n, row))
-        merged = heapq.nsmallest(limit, heads, key=lambda h: (h[0], h[2]))
-        taken = {key: 0 for key in keys}
+                found, more[key] = self._stream_page(key, start, end, limit, cursors.get(key))
+                heads.extend((sk, n, key, item) for sk, item in found)
+        merged = heapq.nsmallest(limit, heads, key=lambda h: (h[0], h[1]))
+        taken = dict.fromkeys(keys, 0)
         new_cursors = dict(cursors)
-        for _, key, _, row in merged:
+        for sk, _, key, _ in merged:
             taken[key] += 1
-            new_cursors[key] = str(row["RowKey"])
-        total = {key: sum(1 for h in heads if h[1] == key) for key in keys}
+            new_cursors[key] = sk
+        total = {key: sum(1 for h in heads if h[2] == key) for key in keys}
         pending = any(more[k] or taken[k] < total[k] for k in keys)
         return HistoryPage(
-            readings=[row_json(h[3]) for h in merged],
+            readings=[h[3] for h in merged],
             continuation=_encode_token(new_cursors) if pending else None,
         )
 
+    def _stream_page(
+        self, key: str, start: datetime, end: datetime, limit: int, after: str | None
+    ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+        """Up to ``limit`` of a stream's readings in range past ``after``; and whether more."""
+        device, module = split_stream_key(key)
+        prefix = row_prefix(HISTORY, key)
+        try:
+            lo = start - chunks.SPAN  # a chunk holds an hour from its first reading
+        except OverflowError:
+            lo = start
+        if after is not None:
+            lo = max(lo, _time_of(after) - chunks.SPAN)
+        lo_key, hi_key, end_key = time_key(lo), time_key(start), time_key(end)
+        found: dict[str, chunks.Item] = {}
+
+        def take(items: list[chunks.Item]) -> None:
+            for item in items:
+                sk = chunks.sort_key(item)
+                if hi_key <= sk < end_key and (after is None or sk > after):
+                    found[sk] = item  # the same reading twice (see chunks.py): once
+
+        stopped = False
+        for row in self._table.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            parameters={"pk": bucket_of(key), "lo": prefix + lo_key, "hi": prefix + end_key},
+            results_per_page=100,
+        ):
+            first = str(row["RowKey"])[len(prefix) :]
+            # Every later row starts at or after `first`: readings before it are complete.
+            if sum(1 for sk in found if sk < first) > limit:
+                stopped = True
+                break
+            take(_chunk_items(row))
+        try:
+            state = self._table.get_entity(bucket_of(key), state_row_key(key), select=["Recent"])
+        except ResourceNotFoundError:
+            state = None
+        if state is not None:
+            take(_recent_of(state))
+        ordered = sorted(found.items())
+        page = [(sk, chunks.expand(item, device, module)) for sk, item in ordered[:limit]]
+        return page, stopped or len(ordered) > limit
+
     def prune(self, key: str, before: datetime, *, max_rows: int = MAX_TRANSACTION) -> int:
-        """Delete up to ``max_rows`` history rows of a stream older than ``before``."""
+        """Delete up to ``max_rows`` history chunks of a stream wholly older than ``before``."""
         prefix = row_prefix(HISTORY, key)
         pk = bucket_of(key)
         found: list[str] = []
         with translate_errors():
             for row in self._table.query_entities(
                 "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
-                parameters={"pk": pk, "lo": prefix, "hi": prefix + time_key(before)},
+                parameters={
+                    "pk": pk,
+                    "lo": prefix,
+                    "hi": prefix + time_key(before - chunks.SPAN),
+                },
                 select=["RowKey"],
                 results_per_page=min(max_rows, 1000),
             ):
@@ -342,9 +415,12 @@ class _Transaction:
         #: stream key → index of its state operation (the commit of its part).
         self.state_ops: dict[str, int] = {}
         self.parts: dict[str, list[tuple[Any, ...]]] = {}
+        #: stream key → the Recent its state op writes.
+        self.recent: dict[str, list[chunks.Item]] = {}
 
-    def add(self, key: str, operations: list[tuple[Any, ...]]) -> None:
+    def add(self, key: str, operations: list[tuple[Any, ...]], recent: list[chunks.Item]) -> None:
         self.parts[key] = operations
+        self.recent[key] = recent
         self.operations.extend(operations)
         self.owners.extend([key] * len(operations))
         self.state_ops[key] = len(self.operations) - 1
@@ -358,36 +434,30 @@ class _Transaction:
         out = []
         for key, operations in self.parts.items():
             single = _Transaction(self.bucket)
-            single.add(key, operations)
+            single.add(key, operations, self.recent[key])
             out.append(single)
         return out
 
 
-def _history_ops(write: StreamWrite) -> list[tuple[Any, ...]]:
-    """Upserts of a stream's new history rows (rows with one key collapsed: last wins)."""
-    rows = {r["RowKey"]: r for r in (to_row(x) for x in write.readings)}
-    return [("upsert", row, {"mode": UpdateMode.REPLACE}) for row in rows.values()]
-
-
 def _pack(
-    bucket: str, parts: Sequence[tuple[StreamWrite, list[tuple[Any, ...]]]]
+    bucket: str, parts: Sequence[tuple[str, list[tuple[Any, ...]], list[chunks.Item]]]
 ) -> list[_Transaction]:
-    """Streams' parts (≤ 99 history upserts + the state op) into transactions of ≤ 100."""
+    """Streams' parts (≤ 99 history chunks + the state op) into transactions of ≤ 100."""
     out: list[_Transaction] = []
     current = _Transaction(bucket)
-    for write, history in parts:
-        ops = [*history, _state_op(write)]
+    for key, ops, recent in parts:
         if len(current.operations) + len(ops) > MAX_TRANSACTION:
             out.append(current)
             current = _Transaction(bucket)
-        current.add(write.key, ops)
+        current.add(key, ops, recent)
     if current.operations:
         out.append(current)
     return out
 
 
-def _state_op(write: StreamWrite) -> tuple[Any, ...]:
+def _state_op(write: StreamWrite, recent: list[chunks.Item]) -> tuple[Any, ...]:
     entity = to_entity(write.state)
+    entity["Recent"] = chunks.dumps(recent)
     if write.etag is None:
         return ("create", entity)
     return (
@@ -399,6 +469,14 @@ def _state_op(write: StreamWrite) -> tuple[Any, ...]:
             "match_condition": MatchConditions.IfNotModified,
         },
     )
+
+
+def _recent_of(entity: Mapping[str, Any]) -> list[chunks.Item]:
+    try:
+        return chunks.loads(entity.get("Recent"))
+    except ValueError:
+        _log.warning("state row %r: unreadable Recent readings dropped", entity.get("RowKey"))
+        return []
 
 
 def _loaded(entity: Any) -> Loaded:
@@ -473,54 +551,34 @@ def from_entity(entity: Mapping[str, Any]) -> DeviceState:
     )
 
 
-def to_row(reading: Reading) -> dict[str, Any]:
-    """The history row of one reading."""
+def chunk_row(state: DeviceState, chunk: Sequence[chunks.Item]) -> dict[str, Any]:
+    """The history row of one chunk of a stream's readings."""
+    key = state.stream_id
     return {
-        "PartitionKey": bucket_of(reading.stream_id),
-        "RowKey": history_row_key(reading),
-        "DeviceId": reading.device_id,
-        "ModuleId": reading.module_id or "",
-        "Label": reading.label or "",
-        "Boot": reading.boot,
-        "Seq": int64(reading.seq if reading.seq is not None else -1),
-        "Ts": reading.ts,
-        "Source": reading.source,
-        "Values": json.dumps(dict(reading.values), separators=(",", ":")),
-        "Calibration": reading.calibration,
-        "Flags": json.dumps(list(reading.flags), separators=(",", ":")),
-        "Alert": reading.alert,
+        "PartitionKey": bucket_of(key),
+        "RowKey": chunk_row_key(key, chunk),
+        "DeviceId": state.device_id,
+        "ModuleId": state.module_id or "",
+        "Readings": chunks.dumps(chunk),
+        "Count": len(chunk),
+        "First": chunks.ts_of(chunk[0]),
     }
 
 
-def row_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored history row as ``Reading.to_json`` gives it."""
-    ts = row["Ts"]
-    seq = as_int(row["Seq"])
-    device = str(row.get("DeviceId") or "")
-    module = row.get("ModuleId") or None
-    if not device:  # pragma: no cover - rows always carry it; derive it from the key then
-        device, module = split_stream_key(str(row["RowKey"]).split("$")[1])
-    out: dict[str, Any] = {
-        "streamId": stream_key(device, module),
-        "deviceId": device,
-        "moduleId": module,
-        "label": row.get("Label") or None,
-        "boot": row["Boot"],
-        "seq": seq if seq >= 0 else None,
-        "ts": iso(ts) if isinstance(ts, datetime) else str(ts),
-        "source": row.get("Source"),
-    }
-    values = json.loads(row.get("Values", "{}"))
-    if isinstance(values, dict):
-        out.update(values)
-    out.update(
-        {
-            "calibration": as_int(row.get("Calibration", 0)),
-            "flags": json.loads(row.get("Flags", "[]")),
-            "alert": bool(row.get("Alert", False)),
-        }
-    )
-    return out
+def _chunk_items(row: Mapping[str, Any]) -> list[chunks.Item]:
+    try:
+        return chunks.loads(row.get("Readings"))
+    except ValueError:
+        _log.warning("history row %r unreadable: skipped", row.get("RowKey"))
+        return []
+
+
+def _time_of(sort_key: str) -> datetime:
+    """The time prefix of a sort key (``YYYYMMDDTHHMMSSffffffZ_…``); ValueError if none."""
+    try:
+        return datetime.strptime(sort_key[:22], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError("not a continuation token this API gave") from None
 
 
 def _encode_token(cursors: Mapping[str, str]) -> str:
