@@ -46,7 +46,6 @@ def test_every_setting_is_read() -> None:
             ENVIROMON_CORS_ORIGINS="https://dash.example.com, http://127.0.0.1:8080/",
             ENVIROMON_NEGOTIATE_MINUTES="15",
             ENVIROMON_PUBLISH_TIMEOUT_SECONDS="2.5",
-            ENVIROMON_STORAGE_REQUEST_LOGS="true",
         )
     )
     assert s.webpubsub_connection_string == PUBSUB
@@ -57,7 +56,6 @@ def test_every_setting_is_read() -> None:
     assert s.cors_origins == ("https://dash.example.com", "http://127.0.0.1:8080")
     assert s.negotiate_minutes == 15
     assert s.publish_timeout_seconds == 2.5
-    assert s.storage_request_logs is True and s.sink_options()["storage_request_logs"] is True
 
 
 def test_azurewebjobsstorage_is_the_fallback() -> None:
@@ -106,7 +104,6 @@ def test_alert_can_be_switched_off() -> None:
         (env(ENVIROMON_NEGOTIATE_MINUTES="61"), "ENVIROMON_NEGOTIATE_MINUTES"),
         (env(ENVIROMON_NEGOTIATE_MINUTES="0"), "ENVIROMON_NEGOTIATE_MINUTES"),
         (env(ENVIROMON_PUBLISH_TIMEOUT_SECONDS="-1"), "ENVIROMON_PUBLISH_TIMEOUT_SECONDS"),
-        (env(ENVIROMON_STORAGE_REQUEST_LOGS="maybe"), "ENVIROMON_STORAGE_REQUEST_LOGS"),
     ],
 )
 def test_bad_setting_is_named(environ: dict[str, str], named: str) -> None:

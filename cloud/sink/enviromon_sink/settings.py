@@ -31,7 +31,6 @@ HISTORY_RETENTION_DAYS = "ENVIROMON_HISTORY_RETENTION_DAYS"
 CORS_ORIGINS = "ENVIROMON_CORS_ORIGINS"
 NEGOTIATE_MINUTES = "ENVIROMON_NEGOTIATE_MINUTES"
 PUBLISH_TIMEOUT_SECONDS = "ENVIROMON_PUBLISH_TIMEOUT_SECONDS"
-STORAGE_REQUEST_LOGS = "ENVIROMON_STORAGE_REQUEST_LOGS"
 
 # Web PubSub hub names: start with a letter, then letters, digits or underscores.
 _HUB_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
@@ -67,7 +66,6 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     negotiate_minutes: int = MAX_NEGOTIATE_MINUTES
     publish_timeout_seconds: float = 5.0
-    storage_request_logs: bool = False
 
     def __post_init__(self) -> None:
         if not self.tables_connection_string.strip():
@@ -158,7 +156,6 @@ class Settings:
             publish_timeout_seconds=_parse_float(
                 PUBLISH_TIMEOUT_SECONDS, _get(env, PUBLISH_TIMEOUT_SECONDS) or "5"
             ),
-            storage_request_logs=_parse_bool(STORAGE_REQUEST_LOGS, _get(env, STORAGE_REQUEST_LOGS)),
         )
 
     def sink_options(self) -> dict[str, Any]:
@@ -167,7 +164,6 @@ class Settings:
             "table_prefix": self.table_prefix,
             "temperature_alert": self.alert_temperature_high,
             "retention": timedelta(days=self.history_retention_days),
-            "storage_request_logs": self.storage_request_logs,
         }
 
     def allowed_origin(self, origin: str | None) -> str | None:
@@ -185,14 +181,6 @@ def _get(env: Mapping[str, str], name: str) -> str | None:
     if value is None or not value.strip():
         return None
     return value.strip()
-
-
-def _parse_bool(name: str, raw: str | None) -> bool:
-    if raw is None or raw.strip().lower() in ("0", "false", "no", "off"):
-        return False
-    if raw.strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    raise SettingsError(f"{name}={raw!r}: true or false")
 
 
 def _parse_int(name: str, raw: str | None, default: int) -> int:
