@@ -166,3 +166,13 @@ def device_telemetry(req: func.HttpRequest) -> func.HttpResponse:
         return pre
     device_id = req.route_params.get("id", "")
     return _http(req, api.device_history(services().sink, device_id, dict(req.params)))
+
+
+@app.function_name("rollups")
+@app.route(route="rollups", methods=["GET", "OPTIONS"])
+def rollups(req: func.HttpRequest) -> func.HttpResponse:
+    """Every stream's min/mean/max per step: ``?step=1m|15m|1h&from=&to=``."""
+    pre = _preflight(req)
+    if pre is not None:
+        return pre
+    return _http(req, api.rollups(services().sink, dict(req.params)))

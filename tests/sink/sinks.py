@@ -31,7 +31,7 @@ def history_rows(conn: str, prefix: str) -> list[dict[str, Any]]:
 
     Each as ``{"stream", "boot", "seq", ...}`` (the kept fields), repeats included.
     """
-    out = []
+    out: list[dict[str, Any]] = []
     for row in rows(conn, prefix, "streams"):
         rk = str(row["RowKey"])
         text = row.get("Readings") if rk.startswith("h$") else row.get("Recent")

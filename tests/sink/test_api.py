@@ -96,6 +96,9 @@ class _Unreachable:
     ) -> Any:
         raise AssertionError("store called")
 
+    def rollups(self, step: str, start: datetime, end: datetime) -> Any:
+        raise AssertionError("store called")
+
 
 @pytest.mark.parametrize(
     "device_id",

@@ -36,7 +36,9 @@ _items = st.lists(
 
 @settings(deadline=None)
 @given(_items, _items)
-def test_plan_keeps_every_reading_once_in_bounded_rows(recent: list, new: list) -> None:
+def test_plan_keeps_every_reading_once_in_bounded_rows(
+    recent: list[chunks.Item], new: list[chunks.Item]
+) -> None:
     """Recent + new = the cut chunks + the new Recent; a chunk spans ≤ 1 h and ≤ 30,000 chars."""
     new = [dict(i, b="bbbbbbbb") for i in new]  # distinct from recent's readings
     cut, kept = chunks.plan(recent, new)

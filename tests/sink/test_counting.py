@@ -201,7 +201,7 @@ def test_hub_sequence_in_hub_order_counts_distinct(numbers: list[int]) -> None:
     assert state.count + state.duplicates == len(numbers) and state.missing == 0
 
 
-@settings(max_examples=50)
+@settings(max_examples=50, deadline=None)
 @given(st.lists(st.integers(1, 30), min_size=1, max_size=MAX_BOOTS))
 def test_boot_memory_recognises_every_remembered_boot(lengths: list[int]) -> None:
     """Up to MAX_BOOTS boots in a row, all replayed afterwards: zero counted again."""

@@ -215,6 +215,10 @@ def test_routes_match_function_app() -> None:
             self.asked.append(device_id)
             return HistoryPage()
 
+        def rollups(self, step: str, start: Any, end: Any) -> list[dict[str, Any]]:
+            self.asked.append(step)
+            return []
+
     store = Store()
     kw: dict[str, Any] = {"store": store, "tokens": None, "negotiate_minutes": 60}
     assert route("GET", "/api/nope", **kw).status == 404

@@ -9,7 +9,7 @@ import pytest
 from enviromon_sink import normalise as n
 from enviromon_sink.errors import RejectedMessageError
 from enviromon_sink.events import InboundEvent
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.sink.helpers import T0, event, reading_body
@@ -287,6 +287,7 @@ def test_device_clock_is_bounded_by_the_hub_time() -> None:
         assert r.ts == want and (n.CLOCK_SKEW_FLAG in r.flags) == skewed, ts
 
 
+@settings(deadline=None)
 @given(
     st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=n.MAX_ID_CHARS).filter(
         str.isprintable

@@ -10,6 +10,9 @@ these, so the dashboard sees the same API everywhere:
   ``{"deviceId", "moduleId", "from", "to", "limit", "readings": [...], "truncated": bool,
   "continuation": str | null}``: without ``module`` every stream of the device, merged by time;
   ``module=`` (empty) the plain device's stream; ``truncated`` means ``continuation`` fetches more.
+- ``GET /api/rollups?step=1m|15m|1h&from=&to=`` →
+  ``{"step", "from", "to", "streams": [{"streamId", "deviceId", "moduleId", "points":
+  [{"ts", "<metric>": {"min", "mean", "max", "n"}, …}]}]}``: every stream at once.
 
 A device id that is well formed but unknown gets 200 with no readings, not 404: a device
 that has not sent anything in the range looks the same, and the device list is the place
@@ -30,6 +33,7 @@ from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from enviromon_sink.errors import SettingsError, SinkError, TransientStoreError
 from enviromon_sink.negotiate import TokenSource, client_access
 from enviromon_sink.normalise import valid_hub_id
+from enviromon_sink.rollups import parse_step
 from enviromon_sink.storage import HistoryPage
 
 _log = logging.getLogger(__name__)
@@ -59,6 +63,10 @@ class DeviceStore(Protocol):
         continuation: str | None = ...,
     ) -> HistoryPage:
         """A device's readings with ``start <= time < end``, oldest first, a page of ``limit``."""
+        ...
+
+    def rollups(self, step: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Every stream's min/mean/max per ``step`` bucket in ``[start, end)``."""
         ...
 
 
@@ -187,6 +195,30 @@ def device_history(
         )
 
     return _guard(run)
+
+
+def rollups(
+    store: DeviceStore, query: Mapping[str, str], *, now: datetime | None = None
+) -> ApiResponse:
+    """Every stream's rollup points (min/mean/max per step) in ``[from, to)``."""
+    try:
+        step = parse_step(query.get("step"))
+        start, end, _ = parse_history_query(
+            {k: v for k, v in query.items() if k != "limit"}, now=now or datetime.now(UTC)
+        )
+    except ValueError as exc:
+        return error_response(400, str(exc))
+    return _guard(
+        lambda: json_response(
+            200,
+            {
+                "step": step,
+                "from": _iso(start),
+                "to": _iso(end),
+                "streams": store.rollups(step, start, end),
+            },
+        )
+    )
 
 
 def parse_history_query(

@@ -215,6 +215,8 @@ def route(
         return api.negotiate(tokens, minutes=negotiate_minutes)
     if segments == ["api", "devices"]:
         return api.list_devices(store)
+    if segments == ["api", "rollups"]:
+        return api.rollups(store, query)
     if len(segments) == 4 and segments[:2] == ["api", "devices"] and segments[3] == "telemetry":
         return api.device_history(store, segments[2], query)
     return api.error_response(404, "no such route")

@@ -378,6 +378,13 @@ class Sink:
             all_modules=all_modules,
         )
 
+    def rollups(self, step: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Every stream's min/mean/max per ``step`` (``1m``, ``15m``, ``1h``) in ``[start, end)``.
+
+        Built only from counted readings, committed with the counts (rollups.py).
+        """
+        return self._streams.rollups(step, start, end)
+
     def device(self, device_id: str, module_id: str | None = None) -> dict[str, Any] | None:
         """One stream's committed state, or None if never seen."""
         key = stream_key(device_id, module_id)

@@ -119,6 +119,10 @@ class StreamStore(Protocol):
         """
         ...
 
+    def rollups(self, step: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Every stream's rollup points of ``step`` in ``[start, end)``."""
+        ...
+
     def prune(self, key: str, before: datetime, *, max_rows: int) -> int:
         """Delete up to ``max_rows`` history rows of a stream older than ``before``."""
         ...

@@ -35,7 +35,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
-from enviromon_sink import chunks
+from enviromon_sink import chunks, rollups
 from enviromon_sink.counting import BootMark, DeviceState
 from enviromon_sink.errors import CorruptStateError
 from enviromon_sink.keys import (
@@ -58,12 +58,38 @@ from enviromon_sink.tables import (
 
 _log = logging.getLogger(__name__)
 
+#: What a stream's state row keeps besides its counts: Recent readings, open rollup buckets.
+_Kept = tuple[list[chunks.Item], rollups.Open]
+
 STATE: Final = "s"
 HISTORY: Final = "h"
+ROLLUP: Final = "r"
 #: Keys per load query: PartitionKey eq + a RowKey range (2) + 12 RowKey eq = 15 comparisons.
 KEYS_PER_QUERY: Final = 12
 #: Above this many wanted keys in one bucket, one range read of the bucket's state rows.
 RANGE_LOAD_AT: Final = 4 * KEYS_PER_QUERY
+#: The columns of a state row that hold the counts (``Recent``, ``Rollup`` are the rest).
+STATE_COLUMNS: Final = (
+    "RowKey",
+    "DeviceId",
+    "ModuleId",
+    "Count",
+    "Duplicates",
+    "Missing",
+    "Rejected",
+    "RejectedSeq",
+    "Boot",
+    "LastSeq",
+    "Boots",
+    "ForgottenUs",
+    "LastSeen",
+    "Values",
+    "Source",
+    "Calibration",
+    "Alert",
+    "Flags",
+    "Label",
+)
 #: Statuses that say "this operation's entity is unacceptable": confined to its stream.
 _STREAM_FAULTS: Final = frozenset({400, 413})
 _CONFLICT_CODES: Final = frozenset(
@@ -92,19 +118,19 @@ class TableStreamStore:
         if cache_size < 1:
             raise ValueError("cache_size must be ≥ 1")
         self._table = table
-        # (stream key, ETag) → the Recent readings of that version of the state row.
-        self._recent: OrderedDict[tuple[str, str], list[chunks.Item]] = OrderedDict()
+        # (stream key, ETag) → the Recent readings and open rollup buckets of that version.
+        self._recent: OrderedDict[tuple[str, str], _Kept] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
-    def _remember(self, key: str, etag: str, recent: list[chunks.Item]) -> None:
+    def _remember(self, key: str, etag: str, recent: _Kept) -> None:
         with self._lock:
             self._recent[(key, etag)] = recent
             self._recent.move_to_end((key, etag))
             while len(self._recent) > self._cache_size:
                 self._recent.popitem(last=False)
 
-    def _recalled(self, key: str, etag: str) -> list[chunks.Item] | None:
+    def _recalled(self, key: str, etag: str) -> _Kept | None:
         with self._lock:
             return self._recent.get((key, etag))
 
@@ -123,7 +149,11 @@ class TableStreamStore:
                     if key in out:
                         out[key] = loaded = _loaded(entity)
                         if loaded.error is None and loaded.etag is not None:
-                            self._remember(key, loaded.etag, _recent_of(entity))
+                            self._remember(
+                                key,
+                                loaded.etag,
+                                (_recent_of(entity), rollups.load_open(entity.get("Rollup"))),
+                            )
         return out
 
     def _query_states(self, bucket: str, wanted: list[str]) -> Iterable[Any]:
@@ -189,19 +219,33 @@ class TableStreamStore:
 
     def _stream_ops(
         self, write: StreamWrite
-    ) -> tuple[list[tuple[Any, ...]], tuple[Any, ...], list[chunks.Item]] | None:
+    ) -> tuple[list[tuple[Any, ...]], tuple[Any, ...], _Kept] | None:
         if write.etag is None:
             recent: list[chunks.Item] = []
+            opened: rollups.Open = {}
         else:
             known = self._recalled(write.key, write.etag)
             if known is None:
                 return None
-            recent = known
-        cut, kept = chunks.plan(recent, [chunks.compact(r) for r in write.readings])
+            recent, opened = known
+        new = [chunks.compact(r) for r in write.readings]
+        cut, kept = chunks.plan(recent, new)
+        opened, closed = rollups.add(opened, write.readings)
         history = [
             ("upsert", chunk_row(write.state, chunk), {"mode": UpdateMode.REPLACE}) for chunk in cut
         ]
-        return history, _state_op(write, kept), kept
+        if closed:
+            # Unique per commit: named after the first reading this commit counted.
+            suffix = chunks.sort_key(new[0])
+            history.extend(
+                (
+                    "upsert",
+                    rollup_row(write.state, step, first, entries, suffix),
+                    {"mode": UpdateMode.REPLACE},
+                )
+                for step, first, entries in rollups.rows_of(closed)
+            )
+        return history, _state_op(write, kept, opened), (kept, opened)
 
     def _send_rows(
         self, bucket: str, key: str, ops: list[tuple[Any, ...]], out: dict[str, Outcome]
@@ -266,6 +310,8 @@ class TableStreamStore:
                 for entity in self._table.query_entities(
                     "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
                     parameters={"pk": bucket, "lo": lo, "hi": prefix_end(lo)},
+                    # Not Recent/Rollup: up to ~24 KB a stream that the list never shows.
+                    select=list(STATE_COLUMNS),
                 ):
                     try:
                         out.append(from_entity(entity))
@@ -378,6 +424,54 @@ class TableStreamStore:
         page = [(sk, chunks.expand(item, device, module)) for sk, item in ordered[:limit]]
         return page, stopped or len(ordered) > limit
 
+    def rollups(self, step: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Every stream's ``step`` rollup points in ``[start, end)``.
+
+        Two queries per bucket: the closed buckets' rows (time-major keys), the open ones.
+        """
+        width = rollups.STEPS[step]
+        try:
+            lo = start - width * rollups.BUCKETS_PER_ROW  # a row spans at most that
+        except OverflowError:
+            lo = start
+        prefix = row_prefix(ROLLUP, step)
+        found: dict[str, list[tuple[str, Any]]] = {}
+        ids: dict[str, tuple[str, str | None]] = {}
+        with translate_errors():
+            for bucket in buckets():
+                for row in self._table.query_entities(
+                    "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                    parameters={
+                        "pk": bucket,
+                        "lo": prefix + time_key(lo),
+                        "hi": prefix + time_key(end),
+                    },
+                ):
+                    key = str(row.get("StreamId", ""))
+                    try:
+                        entries = json.loads(row.get("Buckets") or "[]")
+                    except ValueError:
+                        continue
+                    found.setdefault(key, []).extend((str(t), m) for t, m in entries)
+                    ids[key] = (str(row["DeviceId"]), row.get("ModuleId") or None)
+                lo_s = row_prefix(STATE)
+                for row in self._table.query_entities(
+                    "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                    parameters={"pk": bucket, "lo": lo_s, "hi": prefix_end(lo_s)},
+                    select=["RowKey", "DeviceId", "ModuleId", "Rollup"],
+                ):
+                    key = str(row["RowKey"])[len(lo_s) :]
+                    opened = rollups.load_open(row.get("Rollup"))
+                    found.setdefault(key, []).extend(rollups.open_buckets(opened, step))
+                    ids[key] = (str(row["DeviceId"]), row.get("ModuleId") or None)
+        out = []
+        for key in sorted(found):
+            pts = rollups.points(found[key], start, end)
+            if pts:
+                device, module = ids[key]
+                out.append({"streamId": key, "deviceId": device, "moduleId": module, "points": pts})
+        return out
+
     def prune(self, key: str, before: datetime, *, max_rows: int = MAX_TRANSACTION) -> int:
         """Delete up to ``max_rows`` history chunks of a stream wholly older than ``before``."""
         prefix = row_prefix(HISTORY, key)
@@ -415,10 +509,10 @@ class _Transaction:
         #: stream key → index of its state operation (the commit of its part).
         self.state_ops: dict[str, int] = {}
         self.parts: dict[str, list[tuple[Any, ...]]] = {}
-        #: stream key → the Recent its state op writes.
-        self.recent: dict[str, list[chunks.Item]] = {}
+        #: stream key → the Recent (and open rollups) its state op writes.
+        self.recent: dict[str, _Kept] = {}
 
-    def add(self, key: str, operations: list[tuple[Any, ...]], recent: list[chunks.Item]) -> None:
+    def add(self, key: str, operations: list[tuple[Any, ...]], recent: _Kept) -> None:
         self.parts[key] = operations
         self.recent[key] = recent
         self.operations.extend(operations)
@@ -440,7 +534,7 @@ class _Transaction:
 
 
 def _pack(
-    bucket: str, parts: Sequence[tuple[str, list[tuple[Any, ...]], list[chunks.Item]]]
+    bucket: str, parts: Sequence[tuple[str, list[tuple[Any, ...]], _Kept]]
 ) -> list[_Transaction]:
     """Streams' parts (≤ 99 history chunks + the state op) into transactions of ≤ 100."""
     out: list[_Transaction] = []
@@ -455,9 +549,12 @@ def _pack(
     return out
 
 
-def _state_op(write: StreamWrite, recent: list[chunks.Item]) -> tuple[Any, ...]:
+def _state_op(
+    write: StreamWrite, recent: list[chunks.Item], opened: rollups.Open
+) -> tuple[Any, ...]:
     entity = to_entity(write.state)
     entity["Recent"] = chunks.dumps(recent)
+    entity["Rollup"] = rollups.dumps(opened)
     if write.etag is None:
         return ("create", entity)
     return (
@@ -549,6 +646,21 @@ def from_entity(entity: Mapping[str, Any]) -> DeviceState:
         label=entity.get("Label") or None,
         forgotten_us=None if forgotten is None else as_int(forgotten),
     )
+
+
+def rollup_row(
+    state: DeviceState, step: str, first: datetime, entries: list[list[Any]], suffix: str
+) -> dict[str, Any]:
+    """A row of closed rollup buckets of one stream and step (time-major RowKey)."""
+    key = state.stream_id
+    return {
+        "PartitionKey": bucket_of(key),
+        "RowKey": f"{row_prefix(ROLLUP, step)}{time_key(first)}${key}${suffix}",
+        "StreamId": key,
+        "DeviceId": state.device_id,
+        "ModuleId": state.module_id or "",
+        "Buckets": rollups.dumps(entries),
+    }
 
 
 def chunk_row(state: DeviceState, chunk: Sequence[chunks.Item]) -> dict[str, Any]:
