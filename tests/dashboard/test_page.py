@@ -157,6 +157,8 @@ def test_pubsub_restart_shows_reconnecting_then_backfills_once(page: Page, stack
     stack.send("pi-gap", [reading(2, at[1], temperature=20.5)])
     expect(chart).to_have_attribute("data-points", "2", timeout=5000)
 
+    negotiated: list[str] = []
+    page.on("response", lambda r: negotiated.append(r.url) if "/api/negotiate" in r.url else None)
     stack.pubsub.stop()
     expect(page.locator("#connection")).to_have_text("reconnecting", timeout=5000)
     # Committed while nobody can be told: the publish fails (logged, counted), counts stay.
@@ -164,6 +166,7 @@ def test_pubsub_restart_shows_reconnecting_then_backfills_once(page: Page, stack
     assert stack.publisher.failures >= 1
     stack.pubsub.start()
     expect(page.locator("#connection")).to_have_text("live", timeout=20000)
+    assert negotiated, "the reconnect did not negotiate a fresh token"
     stack.send("pi-gap", [reading(9, at[8], temperature=24.0)])
 
     expect(chart).to_have_attribute("data-points", "9", timeout=5000)

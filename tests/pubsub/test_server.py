@@ -585,3 +585,12 @@ def test_unrouted_paths_get_json_errors(pubsub: WebPubSubThread) -> None:
     for path in ("/api/hubs/%0A/:send?api-version=1", "/nothing", "/client"):
         status, body = _raw_request(pubsub, path)
         assert 400 <= status < 500 and body["error"]["message"]
+
+
+def test_ping_gets_pong(pubsub: WebPubSubThread) -> None:
+    """A client's keep-alive ping is answered with a pong (the JS client's half-open check)."""
+    with open_client(pubsub) as ws:
+        ws.send(json.dumps({"type": "ping"}))
+        assert recv_json(ws) == {"type": "pong"}
+        service_client(pubsub).send_to_all({"after": "ping"}, content_type="application/json")
+        assert recv_json(ws)["data"] == {"after": "ping"}

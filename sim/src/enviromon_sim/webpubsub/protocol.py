@@ -237,7 +237,23 @@ class Event:
     ack_id: int | None
 
 
-ClientRequest = JoinGroup | LeaveGroup | SendToGroup | Event
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """``{"type":"ping"}``: a client's keep-alive probe, answered with :func:`pong_frame`."""
+
+    ack_id: None = None
+
+
+def pong_frame() -> str:
+    """``{"type":"pong"}``: the answer to a client's ping.
+
+    ``@azure/web-pubsub-client`` pings every 20 s and closes a socket that hears nothing for
+    120 s, so without pongs an idle dashboard would reconnect every two minutes.
+    """
+    return _frame({"type": "pong"})
+
+
+ClientRequest = JoinGroup | LeaveGroup | SendToGroup | Event | Ping
 
 
 def _ack_id(obj: dict[str, Any]) -> int | None:
@@ -288,6 +304,8 @@ def parse_client_frame(text: str) -> ClientRequest:
     if not isinstance(obj, dict):
         raise ProtocolError("frame must be a JSON object")
     kind = obj.get("type")
+    if kind == "ping":
+        return Ping()
     ack_id = _ack_id(obj)
     if kind in ("joinGroup", "leaveGroup"):
         group = check_group(obj.get("group"))

@@ -521,6 +521,9 @@ class WebPubSubServer:
             if ack_id is not None:
                 conn.enqueue(protocol.ack_frame(ack_id, error=("BadRequest", str(exc))))
             return
+        if isinstance(request, protocol.Ping):
+            conn.enqueue(protocol.pong_frame())
+            return
         ack_id = request.ack_id
         if ack_id is not None:
             if ack_id in conn.seen_ack_ids:
@@ -559,6 +562,8 @@ class WebPubSubServer:
                 return None
             case Event():
                 # No upstream event handlers here: the event is accepted and dropped.
+                return None
+            case protocol.Ping():  # answered in _on_frame, never applied
                 return None
         raise WebPubSubError(f"unhandled request {request!r}")  # pragma: no cover
 
