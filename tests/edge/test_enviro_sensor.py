@@ -274,3 +274,10 @@ def test_enviro_messages_are_schema_1_with_light_and_no_gas(tmp_path: Path) -> N
         assert payload["flags"] == []
         assert "pressureSeaLevel" not in payload  # no altitude configured
     jsonschema.validate(json.loads(pack(readings, as_array=True).body), SCHEMA)
+
+
+def test_air_quality_of_a_board_without_gas_says_unavailable() -> None:
+    """No gas sensor: the reported air-quality state says so, not "burning_in" forever."""
+    aq = AirQuality(source="bme280", state_path=None, gas_sensor=False)
+    assert aq.update(None, 45.0) is None
+    assert aq.state() == {"state": "unavailable", "reason": "no gas sensor"}

@@ -97,6 +97,7 @@ class AirQuality:
         clock: Callable[[], float] = time.monotonic,
         burn_in_seconds: float = BURN_IN_SECONDS,
         time_constant_s: float = BASELINE_TIME_CONSTANT_S,
+        gas_sensor: bool = True,
     ) -> None:
         """Create the scorer, loading a persisted baseline for ``source`` if there is one.
 
@@ -109,6 +110,8 @@ class AirQuality:
             clock: monotonic seconds (injectable for tests).
             burn_in_seconds: burn-in length (300 s in Pimoroni's recipe).
             time_constant_s: how slowly the baseline adapts after burn-in (24 h).
+            gas_sensor: False for a sensor without one (a BME280): there is never a score, and
+                the state says so instead of "burning_in" forever.
 
         Raises:
             ValueError: ``burn_in_seconds`` is negative or not finite, or ``time_constant_s``
@@ -119,6 +122,7 @@ class AirQuality:
         if not (math.isfinite(time_constant_s) and time_constant_s > 0):
             raise ValueError(f"time_constant_s must be finite and > 0, got {time_constant_s}")
         self._tau = time_constant_s
+        self._gas_sensor = gas_sensor
         self._last_sample: float | None = None
         self._last_save: float | None = None
         self._source = source
@@ -138,6 +142,8 @@ class AirQuality:
 
     def state(self) -> dict[str, Any]:
         """The baseline state, for the twin's reported properties."""
+        if not self._gas_sensor:
+            return {"state": "unavailable", "reason": "no gas sensor"}
         if self._baseline is not None:
             return {
                 "state": "ready",

@@ -489,6 +489,7 @@ def _run(args: argparse.Namespace) -> int:
             # A baseline holds only for the heater profile it was learnt with.
             profile=settings.heater_profile if sensor.source == "bme680" else None,
             clock=clock.monotonic,
+            gas_sensor=sensor.source != "bme280",  # the Enviro board has none
         )
         pipeline = Pipeline(
             device_id=device_id,
