@@ -60,6 +60,27 @@ export class Api {
   }
 
   /**
+   * Every stream's rollups (docs/sink.md) of `step` (1m, 15m, 1h) with bucket start in
+   * [fromMs, toMs): `[{streamId, deviceId, moduleId, points: [{ts, <metric>: {mean, n, ...}}]}]`,
+   * or null when the sink has no rollups route (HTTP 404).
+   */
+  async rollups(step, fromMs, toMs) {
+    const q = new URLSearchParams({
+      step,
+      from: new Date(fromMs).toISOString(),
+      to: new Date(toMs).toISOString(),
+    });
+    let body;
+    try {
+      body = await getJson(`${this.base}/rollups?${q}`);
+    } catch (exc) {
+      if (exc instanceof ApiError && exc.status === 404) return null;
+      throw exc;
+    }
+    return Array.isArray(body && body.streams) ? body.streams : [];
+  }
+
+  /**
    * Every reading of `deviceId` with fromMs <= ts < toMs, oldest first, page by page
    * (`onPage(readings)`); returns whether it stopped at MAX_ROWS_PER_DEVICE.
    */

@@ -8,7 +8,15 @@ import { download, fileName, toCsv } from "./csv.js";
 import { Frames } from "./frames.js";
 import { Live } from "./live.js";
 import { QUANTITIES, valueOf } from "./metrics.js";
-import { Grid, IntervalEstimate, RANGES, Seen, StreamSeries, streamKey } from "./series.js";
+import {
+  Grid,
+  IntervalEstimate,
+  RANGES,
+  ROLLUP_STEPS,
+  Seen,
+  StreamSeries,
+  streamKey,
+} from "./series.js";
 import { Tile } from "./tiles.js";
 
 const HISTORY_CONCURRENCY = 6;
@@ -25,6 +33,8 @@ class Stream {
     this.latest = null;
     this.latestMs = null;
     this.lastMs = null;
+    /** Readings before this time are in the chart as rollups: raw ones are not added again. */
+    this.rollupUntil = null;
     this.seen = new Seen();
     this.interval = new IntervalEstimate();
     this.series = new StreamSeries(grid);
@@ -67,6 +77,9 @@ class App {
     this.chartKeys = [];
     this.generation = 0;
     this.duplicatesDropped = 0;
+    this.rolledUpGeneration = -1;
+    /** False once the sink answered 404 for the rollups route: raw history only. */
+    this.rollupsRoute = true;
   }
 
   async start() {
@@ -129,6 +142,7 @@ class App {
       s.series = new StreamSeries(this.grid);
       s.seen = new Seen();
       s.lastMs = null;
+      s.rollupUntil = null;
     }
     this.rebuildCharts();
     this.sync({ full: true });
@@ -175,12 +189,15 @@ class App {
     }
     this.say("");
     const now = Date.now();
+    if (this.rolledUpGeneration !== gen && this.rollupsRoute) {
+      await this.loadRollups(gen, now);
+      if (gen !== this.generation) return;
+    }
     const from = new Map(); // device id → earliest start any of its streams needs
     for (const s of this.streams.values()) {
+      const floor = Math.max(this.grid.startMs, s.rollupUntil ?? -Infinity);
       const start =
-        full || s.lastMs === null
-          ? this.grid.startMs
-          : Math.max(this.grid.startMs, s.lastMs - BACKFILL_MARGIN_MS);
+        full || s.lastMs === null ? floor : Math.max(floor, s.lastMs - BACKFILL_MARGIN_MS);
       from.set(s.deviceId, Math.min(from.get(s.deviceId) ?? Infinity, start));
     }
     const jobs = [...from.entries()];
@@ -201,6 +218,40 @@ class App {
           " their charts show the most recent part only.",
       );
     }
+  }
+
+  /**
+   * The range's older history from the sink's rollups (every stream in one request), up to
+   * the start of the step before the current one; raw readings fill in from there. A 404
+   * (a sink without the route) turns rollups off: raw history for the whole range.
+   */
+  async loadRollups(gen, now) {
+    const roll = ROLLUP_STEPS[this.range];
+    if (!roll) {
+      this.rolledUpGeneration = gen;
+      return;
+    }
+    const until = Math.floor(now / roll.ms) * roll.ms - roll.ms;
+    const start = Math.ceil(this.grid.startMs / roll.ms) * roll.ms;
+    const streams = await this.api.rollups(roll.step, start, until);
+    if (gen !== this.generation) return;
+    this.rolledUpGeneration = gen;
+    if (streams === null) {
+      this.rollupsRoute = false;
+      return;
+    }
+    for (const item of streams) {
+      if (!item || typeof item !== "object" || item.deviceId === undefined) continue;
+      const s = this.stream(item);
+      s.rollupUntil = until;
+      for (const p of Array.isArray(item.points) ? item.points : []) {
+        const ms = p && typeof p === "object" ? Date.parse(p.ts) : NaN;
+        if (Number.isFinite(ms) && ms >= start && ms < until) s.series.addRollup(ms, p);
+      }
+    }
+    // Streams with no rollup in the window have no reading before `until` either.
+    for (const s of this.streams.values()) if (s.rollupUntil === null) s.rollupUntil = until;
+    this.scheduleRebuild();
   }
 
   onMessage(data) {
@@ -270,7 +321,8 @@ class App {
       s.latest = r;
       s.latestMs = ms;
     }
-    if (s.series.add(ms, r)) {
+    const rolledUp = s.rollupUntil !== null && ms < s.rollupUntil;
+    if (!rolledUp && s.series.add(ms, r)) {
       for (const q of QUANTITIES) if (valueOf(q, r) !== null) this.touchChart(q.key);
     }
     this.touchTile(s);

@@ -24,6 +24,18 @@ export const RANGES = Object.freeze({
   "30d": 30 * 86400e3,
 });
 
+/**
+ * The rollup step the page loads older history in, per range (null: raw readings only). Each
+ * is no coarser than the range's grid bucket, except 24 h (2 min buckets, 1 min rollups) which
+ * is finer: at most 1,440 points per stream.
+ */
+export const ROLLUP_STEPS = Object.freeze({
+  "1h": null,
+  "24h": { step: "1m", ms: 60e3 },
+  "7d": { step: "15m", ms: 15 * 60e3 },
+  "30d": { step: "1h", ms: 3600e3 },
+});
+
 /** The key a reading or device state belongs to: its stream id, else its device id. */
 export function streamKey(item) {
   const id = item && typeof item.streamId === "string" && item.streamId ? item.streamId : null;
@@ -121,6 +133,40 @@ export class StreamSeries {
       const n = this.n.get(q.key);
       sum[i] += v;
       n[i] += 1;
+      this.mean.get(q.key)[i] = sum[i] / n[i];
+      this.present.add(q.key);
+    }
+    return true;
+  }
+
+  /**
+   * Add one rollup point (`{metric: {mean, n}}`, docs/sink.md) as its n readings; derived
+   * quantities from the means, weighted by the fewer of their inputs. False outside the window.
+   */
+  addRollup(ms, point) {
+    const i = this.grid.indexOf(ms);
+    if (i < 0) return false;
+    const means = {};
+    const weight = {};
+    let readings = 0;
+    for (const [key, agg] of Object.entries(point)) {
+      if (!agg || typeof agg !== "object") continue;
+      const n = agg.n;
+      if (!(typeof n === "number" && n > 0) || typeof agg.mean !== "number") continue;
+      means[key] = agg.mean;
+      weight[key] = n;
+      readings = Math.max(readings, n);
+    }
+    if (readings === 0) return false;
+    this.cnt[i] += readings;
+    for (const q of QUANTITIES) {
+      const v = valueOf(q, means);
+      if (v === null) continue;
+      const w = q.from ? Math.min(weight.temperature, weight.humidity) : weight[q.key];
+      const sum = this.sum.get(q.key);
+      const n = this.n.get(q.key);
+      sum[i] += v * w;
+      n[i] += w;
       this.mean.get(q.key)[i] = sum[i] / n[i];
       this.present.add(q.key);
     }

@@ -101,3 +101,17 @@ test("csv fields are quoted and formulas defused", () => {
   ]);
   assert.equal(csv, "time,stream,deviceId,moduleId,readings,temperature (°C)\r\n1970-01-01T00:00:00.000Z,k,'=x,,1,21.00\r\n");
 });
+
+test("a rollup point counts as its n readings at its mean, merged with raw ones", () => {
+  const g = new Grid({ rangeMs: 720e3, nowMs: 720e3 - 1, points: 720 });
+  const s = new StreamSeries(g);
+  const mean = (v, n) => ({ min: v - 1, mean: v, max: v + 1, n });
+  assert.equal(s.addRollup(10e3, { ts: "x", temperature: mean(20, 3), humidity: mean(50, 2) }), true);
+  s.add(10e3, { temperature: 24, humidity: 50 });
+  const [row] = s.rows();
+  assert.equal(row.readings, 4);
+  close(row.values.temperature, (20 * 3 + 24) / 4, 1e-9);
+  close(row.values.humidity, 50, 1e-9);
+  assert.equal(s.addRollup(10e3, { temperature: { mean: 1, n: 0 } }), false);
+  assert.equal(s.addRollup(-1e9, { temperature: mean(20, 3) }), false);
+});

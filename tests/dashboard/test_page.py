@@ -199,3 +199,51 @@ def test_keyboard_reaches_range_and_export(page: Page, stack: Stack) -> None:
     page.keyboard.press("ArrowRight")
     expect(page.get_by_label("7 d")).to_be_checked()
     page.wait_for_selector("body[data-rendered='true']")
+
+
+def many_readings(stack: Stack, key: str) -> None:
+    """120 readings 10 s apart six hours ago (20 one-minute rollup buckets), not published."""
+    t0 = minutes_ago(6 * 60).replace(second=0, microsecond=0)
+    bodies = [
+        reading(s, t0 + timedelta(seconds=10 * s), temperature=20 + s / 100) for s in range(1, 121)
+    ]
+    stack.send(key, bodies, publish=False)
+
+
+def query_of(url: str) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(url).query)
+
+
+def test_overview_history_comes_from_rollups(page: Page, stack: Stack) -> None:
+    """24 h: older history from one 1m rollups request; raw telemetry only for the last minutes."""
+    many_readings(stack, "pi-many")
+    urls: list[str] = []
+    page.on("request", lambda r: urls.append(r.url))
+    open_dashboard(page, stack)
+    rollups = [u for u in urls if "/api/rollups" in u]
+    assert len(rollups) == 1
+    assert query_of(rollups[0])["step"] == ["1m"]
+    telemetry = [u for u in urls if "/telemetry" in u]
+    assert telemetry, "no raw tail was fetched"
+    for url in telemetry:
+        start = query_of(url)["from"][0]
+        assert start >= iso(minutes_ago(3)), f"raw history fetched from {start}: {url}"
+    rows = shown_csv(page, "pi-many")
+    assert sum(int(r["readings"]) for r in rows) == 120
+    assert 10 <= len(rows) <= 11
+    weighted = sum(float(r["temperature (°C)"]) * int(r["readings"]) for r in rows) / 120
+    assert abs(weighted - (20 + 60.5 / 100)) < 0.01
+
+
+def test_rollups_404_falls_back_to_raw_history(page: Page, stack: Stack) -> None:
+    """A sink without the rollups route (404): the page loads the whole range raw instead."""
+    many_readings(stack, "pi-raw")
+    page.route("**/api/rollups?*", lambda route: route.fulfill(status=404, body="{}"))
+    urls: list[str] = []
+    page.on("request", lambda r: urls.append(r.url))
+    open_dashboard(page, stack)
+    telemetry = [u for u in urls if "/telemetry" in u]
+    assert any(query_of(u)["from"][0] <= iso(minutes_ago(23 * 60)) for u in telemetry)
+    rows = shown_csv(page, "pi-raw")
+    assert sum(int(r["readings"]) for r in rows) == 120
+    assert 10 <= len(rows) <= 11
