@@ -12,6 +12,7 @@ Figures (one name=value per line):
   sink.table_requests_per_reading  ours: Table requests (all, replays included) / readings
   sink.original_table_requests_per_reading
   sink.lost, sink.double_counted                 ours: per-device |Count - truth|, both ways
+  sink.conflicts, sink.steady.conflicts          ours: stream writes that lost an ETag race
   sink.original_lost                             messages whose count was dropped after 10 tries
   sink.original_double_counted                   replays the original counted again
   sink.hot_device.*               1 device, 2,000 readings, 8 workers: every batch races on one
@@ -107,6 +108,7 @@ def run_ours(conn: str, *, devices: int, readings: int, workers: int) -> dict[st
         "lost": lost,
         "double_counted": double,
         "duplicates": sum(r["duplicates"] for r in results),
+        "conflicts": sum(r["conflicts"] for r in results),
     }
 
 
@@ -182,6 +184,7 @@ def _bench(conn: str) -> None:
     _emit("sink.lost", int(ours["lost"]))
     _emit("sink.double_counted", int(ours["double_counted"]))
     _emit("sink.duplicates_recognised", int(ours["duplicates"]))
+    _emit("sink.conflicts", int(ours["conflicts"]))
     _emit("sink.original_lost", int(original["never_counted"]))
     _emit("sink.original_dropped_updates", int(original["dropped"]))
     _emit("sink.original_double_counted", int(original["double_counted"]))
@@ -215,6 +218,7 @@ def _bench(conn: str) -> None:
     _emit(
         "sink.steady.original_table_requests_per_reading", steady_original["requests_per_reading"]
     )
+    _emit("sink.steady.conflicts", int(steady["conflicts"]))
     _emit("sink.steady.lost", int(steady["lost"]))
     _emit("sink.steady.double_counted", int(steady["double_counted"]))
     _emit("sink.steady.original_lost", int(steady_original["never_counted"]))

@@ -59,6 +59,7 @@ def work_ours(batch: list[InboundEvent]) -> dict[str, int]:
         "new": len(result.readings),
         "duplicates": result.duplicates,
         "dead": result.dead_lettered,
+        "conflicts": result.conflicts,
     }
 
 

@@ -1,6 +1,7 @@
 """A replayed, concurrent workload shaped like IoT Hub's built-in endpoint (tests and bench).
 
-Devices hash to partitions; each partition is an ordered stream of events, cut into batches.
+Devices hash to partitions (:func:`hub_partition`); each partition is an ordered stream of
+events, cut into batches.
 Like Event Hubs consumers, a partition's batch k is handed out only after batch k-1 finished;
 unlike a well-behaved host, every batch is also delivered a second time, at a random later
 moment, to a random worker — possibly while a later batch of the same devices is running on
@@ -10,6 +11,7 @@ and out of order, and workers race on the same device entities.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import random
@@ -47,6 +49,18 @@ def device_name(i: int) -> str:
     return f"pi-{i:04d}"
 
 
+def hub_partition(name: str, partitions: int) -> int:
+    """The hub partition of device ``name``: a hash independent of the sink's buckets.
+
+    Not CRC-32: CRC is affine over GF(2), so for ids of one length ``crc32(salt + id)`` is
+    ``crc32(id)`` XOR a constant, and ``keys.bucket_of`` (a salted CRC mod 8) would map each
+    partition's devices to a single storage bucket. A real IoT Hub partitions by its own hash,
+    so a batch spans several buckets; SHA-256 models that.
+    """
+    digest = hashlib.sha256(b"hub-partition/" + name.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % partitions
+
+
 def build(
     *,
     devices: int,
@@ -66,6 +80,7 @@ def build(
     names = [device_name(i) for i in range(devices)]
     streams: list[list[InboundEvent]] = [[] for _ in range(partitions)]
     seq_no = [0] * partitions
+    partition_of = {name: hub_partition(name, partitions) for name in names}
     for step in range(per_device):
         for d, name in enumerate(names):
             boot_index = step * boots_per_device // per_device
@@ -88,7 +103,7 @@ def build(
                 "calibration": 0,
                 "flags": [],
             }
-            p = zlib.crc32(name.encode()) % partitions
+            p = partition_of[name]
             if bad_every and step % bad_every == bad_every - 1:
                 seq_no[p] += 1
                 streams[p].append(
