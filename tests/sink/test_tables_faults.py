@@ -119,6 +119,13 @@ def test_failed_history_pruning_never_fails_the_batch(azurite: str, table_prefix
     """Retention pruning is housekeeping: a 503 on it is logged; the batch commits."""
     from datetime import timedelta
 
+    # A stream with a history row older than the retention, so pruning it needs a query
+    # (a stream whose state row says nothing is old enough is pruned without one).
+    Sink.from_connection_string(azurite, table_prefix=table_prefix, retention=None).process(
+        [event(reading_body(s), device="pi-old") for s in range(1, 41)]
+    )
+    old = [r["RowKey"] for r in rows(azurite, table_prefix, "streams") if r["RowKey"][0] == "h"]
+    assert len(old) == 1
     transport = FaultyTransport()
     sink = Sink.from_connection_string(
         azurite,
@@ -134,6 +141,13 @@ def test_failed_history_pruning_never_fails_the_batch(azurite: str, table_prefix
             match=lambda m, u: m == "GET" and bool(re.search(r"select=RowKey(&|$)", u)), kind="503"
         )
     )
-    result = sink.process(batch())
-    assert prune.hits >= 1 and len(result.readings) == 6
-    assert_exact(azurite, table_prefix, sink)
+    result = sink.process([*batch(), event(reading_body(41), device="pi-old")])
+    assert prune.hits >= 1 and len(result.readings) == 7
+    devices = {d["deviceId"]: d for d in sink.list_devices()}
+    assert [devices[d]["count"] for d in ("pi-a", "pi-b", "pi-old")] == [3, 3, 41]
+    assert len(rows(azurite, table_prefix, "deadletter")) == 1
+    # The failed prune deleted nothing; the next one does.
+    transport.heal()
+    assert [r["RowKey"] for r in rows(azurite, table_prefix, "streams") if r["RowKey"] in old]
+    sink.process([event(reading_body(42), device="pi-old")])
+    assert not [r for r in rows(azurite, table_prefix, "streams") if r["RowKey"] in old]

@@ -58,12 +58,15 @@ from enviromon_sink.tables import (
 
 _log = logging.getLogger(__name__)
 
-#: What a stream's state row keeps besides its counts: Recent readings, open rollup buckets.
-_Kept = tuple[list[chunks.Item], rollups.Open]
+#: What a stream's state row keeps besides its counts: Recent readings, open rollup buckets,
+#: and ``HistoryFrom``: the time key of its oldest history row ("" none, None unknown).
+_Kept = tuple[list[chunks.Item], rollups.Open, str | None]
 
 STATE: Final = "s"
 HISTORY: Final = "h"
 ROLLUP: Final = "r"
+#: Streams whose oldest history row (as this worker last saw it, or as a prune left it) is kept.
+PRUNE_MEMORY: Final = 10_000
 #: Keys per load query: PartitionKey eq + a RowKey range (2) + 12 RowKey eq = 15 comparisons.
 KEYS_PER_QUERY: Final = 12
 #: Above this many wanted keys in one bucket, one range read of the bucket's state rows.
@@ -121,6 +124,10 @@ class TableStreamStore:
         # (stream key, ETag) → the Recent readings and open rollup buckets of that version.
         self._recent: OrderedDict[tuple[str, str], _Kept] = OrderedDict()
         self._cache_size = cache_size
+        # stream key → HistoryFrom of the newest version of its state row seen here.
+        self._history_from: OrderedDict[str, str | None] = OrderedDict()
+        # stream key → a cutoff below which a prune here left none of its history rows.
+        self._pruned_to: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
 
     def _remember(self, key: str, etag: str, recent: _Kept) -> None:
@@ -129,6 +136,7 @@ class TableStreamStore:
             self._recent.move_to_end((key, etag))
             while len(self._recent) > self._cache_size:
                 self._recent.popitem(last=False)
+            _put(self._history_from, key, recent[2])
 
     def _recalled(self, key: str, etag: str) -> _Kept | None:
         with self._lock:
@@ -152,7 +160,11 @@ class TableStreamStore:
                             self._remember(
                                 key,
                                 loaded.etag,
-                                (_recent_of(entity), rollups.load_open(entity.get("Rollup"))),
+                                (
+                                    _recent_of(entity),
+                                    rollups.load_open(entity.get("Rollup")),
+                                    _history_from_of(entity),
+                                ),
                             )
         return out
 
@@ -220,16 +232,21 @@ class TableStreamStore:
     def _stream_ops(
         self, write: StreamWrite
     ) -> tuple[list[tuple[Any, ...]], tuple[Any, ...], _Kept] | None:
+        history_from: str | None
         if write.etag is None:
             recent: list[chunks.Item] = []
             opened: rollups.Open = {}
+            history_from = ""  # a new stream has no history rows yet
         else:
             known = self._recalled(write.key, write.etag)
             if known is None:
                 return None
-            recent, opened = known
+            recent, opened, history_from = known
         new = [chunks.compact(r) for r in write.readings]
         cut, kept = chunks.plan(recent, new)
+        if cut and history_from is not None:  # unknown (a legacy row) stays unknown
+            oldest = min(time_key(chunks.ts_of(chunk[0])) for chunk in cut)
+            history_from = min(history_from, oldest) if history_from else oldest
         opened, closed = rollups.add(opened, write.readings)
         history = [
             ("upsert", chunk_row(write.state, chunk), {"mode": UpdateMode.REPLACE}) for chunk in cut
@@ -245,7 +262,11 @@ class TableStreamStore:
                 )
                 for step, first, entries in rollups.rows_of(closed)
             )
-        return history, _state_op(write, kept, opened), (kept, opened)
+        return (
+            history,
+            _state_op(write, kept, opened, history_from),
+            (kept, opened, history_from),
+        )
 
     def _send_rows(
         self, bucket: str, key: str, ops: list[tuple[Any, ...]], out: dict[str, Outcome]
@@ -473,18 +494,28 @@ class TableStreamStore:
         return out
 
     def prune(self, key: str, before: datetime, *, max_rows: int = MAX_TRANSACTION) -> int:
-        """Delete up to ``max_rows`` history chunks of a stream wholly older than ``before``."""
+        """Delete up to ``max_rows`` history chunks of a stream wholly older than ``before``.
+
+        No request at all when this worker knows there is nothing to delete: the state row's
+        ``HistoryFrom`` (its oldest history row, as last loaded or committed here) or an
+        earlier prune here that left nothing below its cutoff is at or past this cutoff.
+        """
         prefix = row_prefix(HISTORY, key)
         pk = bucket_of(key)
+        cutoff = time_key(before - chunks.SPAN)
+        with self._lock:
+            history_from = self._history_from.get(key)
+            pruned_to = self._pruned_to.get(key)
+        if history_from == "":  # no history rows at all
+            return 0
+        bound = max(filter(None, (history_from, pruned_to)), default=None)
+        if bound is not None and bound >= cutoff:
+            return 0
         found: list[str] = []
         with translate_errors():
             for row in self._table.query_entities(
                 "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
-                parameters={
-                    "pk": pk,
-                    "lo": prefix,
-                    "hi": prefix + time_key(before - chunks.SPAN),
-                },
+                parameters={"pk": pk, "lo": prefix, "hi": prefix + cutoff},
                 select=["RowKey"],
                 results_per_page=min(max_rows, 1000),
             ):
@@ -496,6 +527,9 @@ class TableStreamStore:
                 self._table.submit_transaction(
                     [("delete", {"PartitionKey": pk, "RowKey": rk}) for rk in chunk]
                 )
+        if len(found) < max_rows:  # every row below the cutoff is gone
+            with self._lock:
+                _put(self._pruned_to, key, max(cutoff, self._pruned_to.get(key, "")))
         return len(found)
 
 
@@ -550,11 +584,13 @@ def _pack(
 
 
 def _state_op(
-    write: StreamWrite, recent: list[chunks.Item], opened: rollups.Open
+    write: StreamWrite, recent: list[chunks.Item], opened: rollups.Open, history_from: str | None
 ) -> tuple[Any, ...]:
     entity = to_entity(write.state)
     entity["Recent"] = chunks.dumps(recent)
     entity["Rollup"] = rollups.dumps(opened)
+    if history_from is not None:
+        entity["HistoryFrom"] = history_from
     if write.etag is None:
         return ("create", entity)
     return (
@@ -574,6 +610,20 @@ def _recent_of(entity: Mapping[str, Any]) -> list[chunks.Item]:
     except ValueError:
         _log.warning("state row %r: unreadable Recent readings dropped", entity.get("RowKey"))
         return []
+
+
+def _history_from_of(entity: Mapping[str, Any]) -> str | None:
+    """A state row's ``HistoryFrom``; None (unknown) when absent (a row older than the column)."""
+    value = entity.get("HistoryFrom")
+    return value if isinstance(value, str) else None
+
+
+def _put(memory: OrderedDict[str, Any], key: str, value: Any) -> None:
+    """Set ``key`` in a bounded LRU dict of :data:`PRUNE_MEMORY` keys."""
+    memory[key] = value
+    memory.move_to_end(key)
+    while len(memory) > PRUNE_MEMORY:
+        memory.popitem(last=False)
 
 
 def _loaded(entity: Any) -> Loaded:
