@@ -158,11 +158,13 @@ CHILD = textwrap.dedent(
         seq += 1
         buf.append(b'{"seq":%d}' % seq, boot="0123456789abcdef", seq=seq, source="simulated",
                    alert=False)
-        print("a", seq, flush=True)
+        # One write per line: print("a", seq) writes "a", " ", seq, "\\n" apart when
+        # unbuffered, and a kill between them left a line the parent could not read.
+        sys.stdout.write(f"a {seq}\\n")
         if seq % 7 == 0:
             head = buf.peek(5)
             buf.ack(head[-1].id)
-            print("k", head[-1].seq, flush=True)
+            sys.stdout.write(f"k {head[-1].seq}\\n")
     """
 )
 
@@ -187,7 +189,7 @@ def test_sigkill_at_random_moments_loses_no_returned_append(tmp_path: Path) -> N
         time.sleep(rng.uniform(0.05, 0.4))
         proc.kill()
         out, _ = proc.communicate(timeout=30)
-        for line in out.splitlines():
+        for line in out.split("\n")[:-1]:  # complete lines only
             kind, _, value = line.partition(" ")
             if kind == "a":
                 appended = int(value)
