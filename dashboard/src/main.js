@@ -100,7 +100,7 @@ class App {
       onMessage: (data) => this.onMessage(data),
       onConnected: () => {
         this.socketUp = true;
-        this.sync();
+        this.sync({ connected: true });
       },
       onState: (state) => {
         if (state !== "connecting") this.socketUp = false;
@@ -148,9 +148,16 @@ class App {
     this.sync({ full: true });
   }
 
-  /** Load state and history (all of the range, or since each stream's last reading). */
-  sync({ full = false } = {}) {
+  /**
+   * Load state and history (all of the range, or since each stream's last reading).
+   * `connected`: the socket just came up. A sync that has not started fetching raw readings
+   * yet covers that gap itself (its raw phase reads up to a time after the socket was up, and
+   * live messages wait in `pending`), so it is not run again; on page load that saves a
+   * second round of history requests.
+   */
+  sync({ full = false, connected = false } = {}) {
     if (this.syncing) {
+      if (connected && !this.rawStarted) return this.syncing;
       this.syncAgain = true;
       this.syncFull = this.syncFull || full;
       return this.syncing;
@@ -182,6 +189,7 @@ class App {
 
   async syncOnce(full) {
     const gen = this.generation;
+    this.rawStarted = false;
     const devices = await this.api.devices();
     if (gen !== this.generation) return;
     for (const state of devices) {
@@ -200,12 +208,14 @@ class App {
         full || s.lastMs === null ? floor : Math.max(floor, s.lastMs - BACKFILL_MARGIN_MS);
       from.set(s.deviceId, Math.min(from.get(s.deviceId) ?? Infinity, start));
     }
+    this.rawStarted = true;
+    const rawTo = Date.now() + 60e3; // read now: later than any moment the socket came up
     const jobs = [...from.entries()];
     let partial = 0;
     const worker = async () => {
       while (jobs.length) {
         const [id, start] = jobs.shift();
-        const cut = await this.api.history(id, start, now + 60e3, (rows) => {
+        const cut = await this.api.history(id, start, rawTo, (rows) => {
           if (gen === this.generation) for (const r of rows) this.applyReading(r);
         });
         if (cut) partial += 1;
