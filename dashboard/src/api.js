@@ -81,10 +81,11 @@ export class Api {
   }
 
   /**
-   * Every reading of `deviceId` with fromMs <= ts < toMs, oldest first, page by page
-   * (`onPage(readings)`); returns whether it stopped at MAX_ROWS_PER_DEVICE.
+   * Every reading of one stream — `deviceId` and `moduleId` ("" for the device's own stream)
+   * — with fromMs <= ts < toMs, oldest first, page by page (`onPage(readings)`); returns
+   * whether it stopped at MAX_ROWS_PER_DEVICE.
    */
-  async history(deviceId, fromMs, toMs, onPage) {
+  async history(deviceId, moduleId, fromMs, toMs, onPage) {
     let from = fromMs;
     let total = 0;
     for (;;) {
@@ -92,6 +93,7 @@ export class Api {
         from: new Date(from).toISOString(),
         to: new Date(toMs).toISOString(),
         limit: String(HISTORY_PAGE),
+        module: moduleId,
       });
       const url = `${this.base}/devices/${encodeURIComponent(deviceId)}/telemetry?${q}`;
       const body = await getJson(url);

@@ -201,21 +201,22 @@ class App {
       await this.loadRollups(gen, now);
       if (gen !== this.generation) return;
     }
-    const from = new Map(); // device id → earliest start any of its streams needs
+    // One request per stream, naming its module: the sink then reads that stream alone
+    // (without a module it first lists the device's streams: one Table query more each).
+    const jobs = [];
     for (const s of this.streams.values()) {
       const floor = Math.max(this.grid.startMs, s.rollupUntil ?? -Infinity);
       const start =
         full || s.lastMs === null ? floor : Math.max(floor, s.lastMs - BACKFILL_MARGIN_MS);
-      from.set(s.deviceId, Math.min(from.get(s.deviceId) ?? Infinity, start));
+      jobs.push([s.deviceId, s.moduleId ?? "", start]);
     }
     this.rawStarted = true;
     const rawTo = Date.now() + 60e3; // read now: later than any moment the socket came up
-    const jobs = [...from.entries()];
     let partial = 0;
     const worker = async () => {
       while (jobs.length) {
-        const [id, start] = jobs.shift();
-        const cut = await this.api.history(id, start, rawTo, (rows) => {
+        const [id, module, start] = jobs.shift();
+        const cut = await this.api.history(id, module, start, rawTo, (rows) => {
           if (gen === this.generation) for (const r of rows) this.applyReading(r);
         });
         if (cut) partial += 1;
