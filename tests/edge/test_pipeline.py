@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -420,10 +419,7 @@ def test_led_disabled_by_config() -> None:
     app2.step()
     app2.drain(timeout_s=10)
     # The sender thread tells the LED after the send: drain() can return just before that.
-    deadline = time.monotonic() + 5
-    while ("sent", None) not in led2.calls and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert ("sent", None) in led2.calls
+    assert wait_for(lambda: ("sent", None) in led2.calls, timeout=5), led2.calls
     led2.calls.clear()
     app2.apply_desired({"led": {"enabled": False}})
     assert led2.calls == [("error", False), ("alert", False)]
