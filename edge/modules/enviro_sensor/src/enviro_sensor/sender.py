@@ -232,7 +232,12 @@ class Sender:
                     self._publisher.send(
                         message.body, message_id=message.message_id, properties=message.properties
                     )
-                    self._buffer.ack(last_id)
+                    # Under the lock drain() waits on: it must never see the buffer empty
+                    # before the counters say the readings were sent.
+                    with self._cond:
+                        self._buffer.ack(last_id)
+                        self._messages += 1
+                        self._readings += message.count
                 except BufferStoreError as exc:
                     # Sent but not deleted: it goes again (the sink counts a resend once).
                     log.error("buffer: %s; the message will be sent again", exc)
@@ -316,8 +321,6 @@ class Sender:
 
     def _success(self, message: OutgoingMessage, attempts: int) -> None:
         with self._cond:
-            self._messages += 1
-            self._readings += message.count
             was_failing = self._failing
             self._failing = False
             self._cond.notify_all()  # drain() waits on this
