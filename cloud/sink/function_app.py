@@ -168,6 +168,16 @@ def device_telemetry(req: func.HttpRequest) -> func.HttpResponse:
     return _http(req, api.device_history(services().sink, device_id, dict(req.params)))
 
 
+@app.function_name("every_telemetry")
+@app.route(route="telemetry", methods=["GET", "OPTIONS"])
+def every_telemetry(req: func.HttpRequest) -> func.HttpResponse:
+    """Every stream's readings: ``?from=&to=`` (ISO-8601), ``&limit=`` per stream."""
+    pre = _preflight(req)
+    if pre is not None:
+        return pre
+    return _http(req, api.every_history(services().sink, dict(req.params)))
+
+
 @app.function_name("rollups")
 @app.route(route="rollups", methods=["GET", "OPTIONS"])
 def rollups(req: func.HttpRequest) -> func.HttpResponse:

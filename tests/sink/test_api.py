@@ -99,6 +99,9 @@ class _Unreachable:
     def rollups(self, step: str, start: datetime, end: datetime) -> Any:
         raise AssertionError("store called")
 
+    def every_history(self, start: datetime, end: datetime, limit: int = 0) -> Any:
+        raise AssertionError("store called")
+
 
 @pytest.mark.parametrize(
     "device_id",
@@ -109,6 +112,22 @@ def test_invalid_device_id_is_400_before_any_query(device_id: str) -> None:
     response = api.device_history(_Unreachable(), device_id, {})
     assert response.status == 400
     assert "device id" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"from": "soon"},
+        {"limit": "0"},
+        {"limit": "x"},
+        {"from": "2026-11-25T03:00:00Z", "to": "2026-11-24T03:00:00Z"},
+    ],
+)
+def test_every_history_bad_query_is_400_before_any_query(query: dict[str, str]) -> None:
+    """The all-streams telemetry route checks its query as the device route does."""
+    response = api.every_history(_Unreachable(), query)
+    assert response.status == 400
+    assert response.json()["error"]
 
 
 def test_bad_range_is_400_with_message() -> None:
@@ -235,6 +254,39 @@ def test_devices_lists_every_device(sink: Sink) -> None:
     assert [d["count"] for d in devices] == [2, 1]
 
 
+def test_every_history_serves_each_stream_once_with_tokens(sink: Sink) -> None:
+    """GET telemetry: every stream (modules apart) in one answer, limit per stream, tokens."""
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    stamps = [base + timedelta(minutes=5 * i) for i in range(6)]
+    _feed(sink, "pi-a", stamps)
+    _feed(sink, "pi-b", stamps[:2])
+    sink.process(
+        [
+            InboundEvent(
+                body=telemetry_body("edge-1", 7, ts=stamps[0]),
+                device_id="edge-1",
+                module_id="enviro_sensor",
+            )
+        ]
+    )
+    query = {"from": _z(stamps[1]), "limit": "3"}
+    body = api.every_history(sink, query).json()
+    streams = {s["streamId"]: s for s in body["streams"]}
+    assert list(streams) == ["edge-1!enviro_sensor", "pi-a", "pi-b"]
+    assert streams["edge-1!enviro_sensor"]["readings"] == []  # before `from`
+    assert streams["edge-1!enviro_sensor"]["moduleId"] == "enviro_sensor"
+    assert [r["seq"] for r in streams["pi-a"]["readings"]] == [2, 3, 4]
+    assert [r["seq"] for r in streams["pi-b"]["readings"]] == [2]
+    assert streams["pi-b"]["continuation"] is None
+    token = streams["pi-a"]["continuation"]
+    assert token
+    rest = api.device_history(
+        sink, "pi-a", {**query, "module": "", "continuation": token, "limit": "10"}
+    ).json()
+    assert [r["seq"] for r in rest["readings"]] == [5, 6]
+    assert body["limit"] == 3
+
+
 def test_tables_down_is_503() -> None:
     """Storage unreachable: 503 with Retry-After, no internals in the body."""
     with socket.socket() as s:
@@ -243,7 +295,11 @@ def test_tables_down_is_503() -> None:
     down = Sink.from_connection_string(
         connection_string(port), table_prefix="down", create_tables=False, retry_total=0
     )
-    for response in (api.list_devices(down), api.device_history(down, "pi-a", {})):
+    for response in (
+        api.list_devices(down),
+        api.device_history(down, "pi-a", {}),
+        api.every_history(down, {}),
+    ):
         assert response.status == 503
         assert response.headers["Retry-After"] == "5"
         assert response.json() == {"error": "storage is unavailable, try again shortly"}

@@ -111,7 +111,14 @@ def test_functions_are_declared_as_deployed() -> None:
     finally:
         sys.path.remove(str(SINK_DIR))
     fns = indexed(function_app)
-    assert set(fns) == {"telemetry", "negotiate", "devices", "device_telemetry", "rollups"}
+    assert set(fns) == {
+        "telemetry",
+        "negotiate",
+        "devices",
+        "device_telemetry",
+        "every_telemetry",
+        "rollups",
+    }
     [trigger] = json.loads(fns["telemetry"].get_function_json())["bindings"]
     assert trigger["type"] == "eventHubTrigger"
     assert trigger["cardinality"] == "MANY"
@@ -125,12 +132,13 @@ def test_functions_are_declared_as_deployed() -> None:
     assert retry["max_retry_count"] == "-1"
     routes = {
         name: json.loads(fns[name].get_function_json())["bindings"][0]["route"]
-        for name in ("negotiate", "devices", "device_telemetry", "rollups")
+        for name in ("negotiate", "devices", "device_telemetry", "every_telemetry", "rollups")
     }
     assert routes == {
         "negotiate": "negotiate",
         "devices": "devices",
         "device_telemetry": "devices/{id}/telemetry",
+        "every_telemetry": "telemetry",
         "rollups": "rollups",
     }
     host = json.loads((SINK_DIR / "host.json").read_text())

@@ -219,6 +219,10 @@ def test_routes_match_function_app() -> None:
             self.asked.append(step)
             return []
 
+        def every_history(self, start: Any, end: Any, limit: int = 0) -> list[dict[str, Any]]:
+            self.asked.append(f"every:{limit}")
+            return []
+
     store = Store()
     kw: dict[str, Any] = {"store": store, "tokens": None, "negotiate_minutes": 60}
     assert route("GET", "/api/nope", **kw).status == 404
@@ -227,6 +231,8 @@ def test_routes_match_function_app() -> None:
     assert route("GET", "/api/devices", **kw).json() == {"devices": []}
     assert route("GET", f"/api/devices/{quote('pi #1', safe='')}/telemetry", **kw).status == 200
     assert store.asked == ["pi #1"]
+    every = route("GET", "/api/telemetry?limit=7", **kw)
+    assert every.json()["streams"] == [] and store.asked[-1] == "every:7"
 
 
 # --- the real command, as a process ---------------------------------------------------------

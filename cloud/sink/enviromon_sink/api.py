@@ -10,6 +10,10 @@ these, so the dashboard sees the same API everywhere:
   ``{"deviceId", "moduleId", "from", "to", "limit", "readings": [...], "truncated": bool,
   "continuation": str | null}``: without ``module`` every stream of the device, merged by time;
   ``module=`` (empty) the plain device's stream; ``truncated`` means ``continuation`` fetches more.
+- ``GET /api/telemetry?from=&to=&limit=`` → ``{"from", "to", "limit", "streams": [{"streamId",
+  "deviceId", "moduleId", "readings": [...], "continuation": str | null}]}``: every stream's
+  readings in one request (for a page's recent raw tail; ``limit`` per stream, default 1000,
+  and ``continuation`` goes to the device route with ``module``).
 - ``GET /api/rollups?step=1m|15m|1h&from=&to=`` →
   ``{"step", "from", "to", "streams": [{"streamId", "deviceId", "moduleId", "points":
   [{"ts", "<metric>": {"min", "mean", "max", "n"}, …}]}]}``: every stream at once.
@@ -63,6 +67,12 @@ class DeviceStore(Protocol):
         continuation: str | None = ...,
     ) -> HistoryPage:
         """A device's readings with ``start <= time < end``, oldest first, a page of ``limit``."""
+        ...
+
+    def every_history(
+        self, start: datetime, end: datetime, limit: int = ...
+    ) -> list[dict[str, Any]]:
+        """Every stream's readings in ``[start, end)``, at most ``limit`` each, and a token."""
         ...
 
     def rollups(self, step: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
@@ -195,6 +205,27 @@ def device_history(
         )
 
     return _guard(run)
+
+
+def every_history(
+    store: DeviceStore, query: Mapping[str, str], *, now: datetime | None = None
+) -> ApiResponse:
+    """Every stream's readings in ``[from, to)`` (default the last 24 h), ``limit`` per stream."""
+    try:
+        start, end, limit = parse_history_query(query, now=now or datetime.now(UTC))
+    except ValueError as exc:
+        return error_response(400, str(exc))
+    return _guard(
+        lambda: json_response(
+            200,
+            {
+                "from": _iso(start),
+                "to": _iso(end),
+                "limit": limit,
+                "streams": store.every_history(start, end, limit),
+            },
+        )
+    )
 
 
 def rollups(

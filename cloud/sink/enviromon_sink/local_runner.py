@@ -7,7 +7,8 @@ It plays Azure Functions' part on this machine, and is as thin:
   checkpoint; it waits (growing, jittered delays) and reads the same batch again, so
   delivery is at-least-once and the core's exactly-once counting makes it count once;
 - an HTTP server on 127.0.0.1 serves the same routes as function_app.py (``/api/negotiate``,
-  ``/api/devices``, ``/api/devices/{id}/telemetry``), with CORS, for the dashboard.
+  ``/api/devices``, ``/api/devices/{id}/telemetry``, ``/api/telemetry``,
+  ``/api/rollups``), with CORS, for the dashboard.
 
 Run: ``python -m enviromon_sink.local_runner --eventlog .enviromon/hub/events.sqlite``
 (settings from the environment, as on Azure: see docs/sink-deploy.md).
@@ -217,6 +218,8 @@ def route(
         return api.list_devices(store)
     if segments == ["api", "rollups"]:
         return api.rollups(store, query)
+    if segments == ["api", "telemetry"]:
+        return api.every_history(store, query)
     if len(segments) == 4 and segments[:2] == ["api", "devices"] and segments[3] == "telemetry":
         return api.device_history(store, segments[2], query)
     return api.error_response(404, "no such route")
