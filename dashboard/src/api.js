@@ -1,4 +1,4 @@
-// The sink's REST API (docs/sink-deploy.md): negotiate, devices, a device's history.
+// The sink's REST API (docs/sink-deploy.md): negotiate, devices, history, rollups.
 
 const TIMEOUT_MS = 15000;
 const HISTORY_PAGE = 10000; // the API's largest page
@@ -73,6 +73,28 @@ export class Api {
     let body;
     try {
       body = await getJson(`${this.base}/rollups?${q}`);
+    } catch (exc) {
+      if (exc instanceof ApiError && exc.status === 404) return null;
+      throw exc;
+    }
+    return Array.isArray(body && body.streams) ? body.streams : [];
+  }
+
+  /**
+   * Every stream's readings with fromMs <= ts < toMs in one request (`GET /telemetry`):
+   * `[{streamId, deviceId, moduleId, readings, continuation}]`, at most HISTORY_PAGE readings
+   * per stream (a `continuation` says more remain: fetch them with `history`), or null when
+   * the sink has no such route (HTTP 404).
+   */
+  async everyHistory(fromMs, toMs) {
+    const q = new URLSearchParams({
+      from: new Date(fromMs).toISOString(),
+      to: new Date(toMs).toISOString(),
+      limit: String(HISTORY_PAGE),
+    });
+    let body;
+    try {
+      body = await getJson(`${this.base}/telemetry?${q}`);
     } catch (exc) {
       if (exc instanceof ApiError && exc.status === 404) return null;
       throw exc;

@@ -23,6 +23,8 @@ const HISTORY_CONCURRENCY = 6;
 /** A back-fill starts this long before a stream's last reading (readings out of time order). */
 const BACKFILL_MARGIN_MS = 5 * 60e3;
 const MAX_PENDING = 20000;
+/** Streams whose raw history starts within this of now share one request (the 1 h range too). */
+const SHARED_WINDOW_MS = 2 * 3600e3;
 
 class Stream {
   constructor(key, item, grid) {
@@ -80,6 +82,8 @@ class App {
     this.rolledUpGeneration = -1;
     /** False once the sink answered 404 for the rollups route: raw history only. */
     this.rollupsRoute = true;
+    /** False once the sink answered 404 for `GET /telemetry`: a request per stream. */
+    this.everyRoute = true;
   }
 
   async start() {
@@ -190,45 +194,87 @@ class App {
   async syncOnce(full) {
     const gen = this.generation;
     this.rawStarted = false;
-    const devices = await this.api.devices();
+    const now = Date.now();
+    const wantRollups = this.rolledUpGeneration !== gen && this.rollupsRoute;
+    // The device list and the rollups do not depend on each other: both at once.
+    const [devices, until] = await Promise.all([
+      this.api.devices(),
+      wantRollups ? this.loadRollups(gen, now) : null,
+    ]);
     if (gen !== this.generation) return;
     for (const state of devices) {
       if (state && state.deviceId !== undefined) this.applyState(state);
     }
-    this.say("");
-    const now = Date.now();
-    if (this.rolledUpGeneration !== gen && this.rollupsRoute) {
-      await this.loadRollups(gen, now);
-      if (gen !== this.generation) return;
+    // Streams with no rollup in the window have no reading before `until` either.
+    if (typeof until === "number") {
+      for (const s of this.streams.values()) if (s.rollupUntil === null) s.rollupUntil = until;
     }
-    // One request per stream, naming its module: the sink then reads that stream alone
-    // (without a module it first lists the device's streams: one Table query more each).
-    const jobs = [];
+    this.say("");
+    const starts = new Map();
     for (const s of this.streams.values()) {
       const floor = Math.max(this.grid.startMs, s.rollupUntil ?? -Infinity);
       const start =
         full || s.lastMs === null ? floor : Math.max(floor, s.lastMs - BACKFILL_MARGIN_MS);
-      jobs.push([s.deviceId, s.moduleId ?? "", start]);
+      starts.set(s, start);
     }
     this.rawStarted = true;
     const rawTo = Date.now() + 60e3; // read now: later than any moment the socket came up
-    let partial = 0;
-    const worker = async () => {
-      while (jobs.length) {
-        const [id, module, start] = jobs.shift();
-        const cut = await this.api.history(id, module, start, rawTo, (rows) => {
-          if (gen === this.generation) for (const r of rows) this.applyReading(r);
-        });
-        if (cut) partial += 1;
-      }
-    };
-    await Promise.all(Array.from({ length: HISTORY_CONCURRENCY }, worker));
+    const partial = await this.loadRaw(gen, starts, rawTo);
     if (partial) {
       this.say(
         `${partial} device(s) have more raw readings in this range than the page loads;` +
           " their charts show the most recent part only.",
       );
     }
+  }
+
+  /**
+   * Raw readings of each stream from its start to `rawTo`; returns how many streams were cut.
+   * Streams starting within SHARED_WINDOW_MS come from one request for every stream (from the
+   * earliest of their starts; what a stream has already is dropped by its seq marks and its
+   * rollup time). Streams starting earlier, and all of them on a sink without that route,
+   * are read one request per stream (naming its module, so the sink reads that stream alone).
+   */
+  async loadRaw(gen, starts, rawTo) {
+    const apply = (rows) => {
+      if (gen === this.generation) for (const r of rows) this.applyReading(r);
+    };
+    const own = [];
+    let common = Infinity;
+    const shareFrom = Date.now() - SHARED_WINDOW_MS;
+    for (const [s, start] of starts) {
+      if (this.everyRoute && start >= shareFrom) common = Math.min(common, start);
+      else own.push([s.deviceId, s.moduleId ?? "", start, s.key]);
+    }
+    let partial = 0;
+    if (common !== Infinity) {
+      const answer = await this.api.everyHistory(common, rawTo);
+      if (gen !== this.generation) return 0;
+      if (answer === null) {
+        this.everyRoute = false;
+        return this.loadRaw(gen, starts, rawTo);
+      }
+      const mine = new Set(own.map((job) => job[3]));
+      for (const item of answer) {
+        if (!item || typeof item !== "object" || item.deviceId === undefined) continue;
+        const rows = Array.isArray(item.readings) ? item.readings : [];
+        // A stream read on its own below gets its older readings first (seq marks).
+        if (mine.has(streamKey(item))) continue;
+        apply(rows);
+        if (item.continuation && rows.length) {
+          const last = Date.parse(rows[rows.length - 1].ts);
+          if (Number.isFinite(last)) own.push([item.deviceId, item.moduleId ?? "", last]);
+        }
+      }
+    }
+    const worker = async () => {
+      while (own.length) {
+        const [id, module, start] = own.shift();
+        if (await this.api.history(id, module, start, rawTo, apply)) partial += 1;
+      }
+    };
+    await Promise.all(Array.from({ length: HISTORY_CONCURRENCY }, worker));
+    return partial;
   }
 
   /**
@@ -240,16 +286,16 @@ class App {
     const roll = ROLLUP_STEPS[this.range];
     if (!roll) {
       this.rolledUpGeneration = gen;
-      return;
+      return null;
     }
     const until = Math.floor(now / roll.ms) * roll.ms - roll.ms;
     const start = Math.ceil(this.grid.startMs / roll.ms) * roll.ms;
     const streams = await this.api.rollups(roll.step, start, until);
-    if (gen !== this.generation) return;
+    if (gen !== this.generation) return null;
     this.rolledUpGeneration = gen;
     if (streams === null) {
       this.rollupsRoute = false;
-      return;
+      return null;
     }
     for (const item of streams) {
       if (!item || typeof item !== "object" || item.deviceId === undefined) continue;
@@ -260,9 +306,8 @@ class App {
         if (Number.isFinite(ms) && ms >= start && ms < until) s.series.addRollup(ms, p);
       }
     }
-    // Streams with no rollup in the window have no reading before `until` either.
-    for (const s of this.streams.values()) if (s.rollupUntil === null) s.rollupUntil = until;
     this.scheduleRebuild();
+    return until;
   }
 
   onMessage(data) {
