@@ -40,6 +40,18 @@ async function getJson(url) {
   return resp.json();
 }
 
+/** The `streams` list of a route's answer, or null when the sink has no such route (404). */
+async function streamsOf(url) {
+  let body;
+  try {
+    body = await getJson(url);
+  } catch (exc) {
+    if (exc instanceof ApiError && exc.status === 404) return null;
+    throw exc;
+  }
+  return Array.isArray(body && body.streams) ? body.streams : [];
+}
+
 export class Api {
   constructor({ apiBaseUrl }) {
     this.base = apiBaseUrl;
@@ -70,14 +82,7 @@ export class Api {
       from: new Date(fromMs).toISOString(),
       to: new Date(toMs).toISOString(),
     });
-    let body;
-    try {
-      body = await getJson(`${this.base}/rollups?${q}`);
-    } catch (exc) {
-      if (exc instanceof ApiError && exc.status === 404) return null;
-      throw exc;
-    }
-    return Array.isArray(body && body.streams) ? body.streams : [];
+    return streamsOf(`${this.base}/rollups?${q}`);
   }
 
   /**
@@ -92,14 +97,7 @@ export class Api {
       to: new Date(toMs).toISOString(),
       limit: String(HISTORY_PAGE),
     });
-    let body;
-    try {
-      body = await getJson(`${this.base}/telemetry?${q}`);
-    } catch (exc) {
-      if (exc instanceof ApiError && exc.status === 404) return null;
-      throw exc;
-    }
-    return Array.isArray(body && body.streams) ? body.streams : [];
+    return streamsOf(`${this.base}/telemetry?${q}`);
   }
 
   /**
