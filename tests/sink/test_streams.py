@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableServiceClient, UpdateMode
 from enviromon_sink.counting import INT64_MAX, SEQ_JUMP_FLAG
 from enviromon_sink.deadletter import body_of
@@ -150,3 +153,70 @@ def test_one_summary_line_per_batch_and_no_sdk_request_lines(
     infos = [r for r in caplog.records if r.levelno >= logging.INFO]
     assert [r.name for r in infos] == ["enviromon_sink.processor"]
     assert infos[0].getMessage().startswith("batch: 4 events, 4 counted, 0 duplicates")
+
+
+class _AfterFirstRead(RequestsTransport):  # type: ignore[misc]
+    """A transport that runs ``then`` once, right after the next GET it carries (when armed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.then: Callable[[], None] | None = None
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        response = super().send(request, **kwargs)
+        then, self.then = self.then, None
+        if then is not None and request.method == "GET":
+            then()
+        else:
+            self.then = then
+        return response
+
+
+def test_history_read_racing_a_cut_misses_no_reading(azurite: str, table_prefix: str) -> None:
+    """Another worker cuts Recent into a history row between a read's two queries: none lost."""
+    transport = _AfterFirstRead()
+    reader = Sink.from_connection_string(azurite, table_prefix=table_prefix, transport=transport)
+    writer = Sink.from_connection_string(azurite, table_prefix=table_prefix)
+    writer.process([event(reading_body(s), device="pi-race") for s in range(1, 21)])
+    assert not _chunk_rows(azurite, table_prefix)  # all 20 wait in the state's Recent
+    start, end = T0, T0 + timedelta(hours=1)
+    for read in (
+        # One stream (not all of the device's): its reads are the Recent and the rows query.
+        lambda: reader.history("pi-race", start, end, 1000, all_modules=False).readings,
+        lambda: reader.every_history(start, end, 1000)[0]["readings"],
+    ):
+        before = {r["seq"] for r in reader.history("pi-race", start, end, 1000).readings}
+        more = max(before) + 1
+        transport.then = lambda more=more: writer.process(
+            [event(reading_body(s), device="pi-race") for s in range(more, more + 20)]
+        )
+        seen = [r["seq"] for r in read()]
+        assert transport.then is None  # the cut did run between the reads
+        assert before <= set(seen) and len(seen) == len(set(seen))
+    assert _chunk_rows(azurite, table_prefix)  # and it did cut rows
+
+
+def test_every_history_equals_each_streams_history(azurite: str, table_prefix: str) -> None:
+    """GET telemetry's pages are each stream's own history pages: rows and Recent, tokens."""
+    sink = Sink.from_connection_string(azurite, table_prefix=table_prefix)
+    for device, n in (("pi-a", 100), ("pi-b", 7)):
+        sink.process([event(reading_body(s), device=device) for s in range(1, n + 1)])
+    sink.process([event(reading_body(s), device="pi-a", module="enviro") for s in range(1, 41)])
+    assert _chunk_rows(azurite, table_prefix)  # pi-a's readings are partly in history rows
+    start, end = T0 + timedelta(seconds=5), T0 + timedelta(hours=1)
+    for limit in (1000, 30):
+        every = sink.every_history(start, end, limit)
+        assert [s["streamId"] for s in every] == ["pi-a", "pi-a!enviro", "pi-b"]
+        for item in every:
+            own = sink.history(
+                item["deviceId"], start, end, limit, module_id=item["moduleId"], all_modules=False
+            )
+            assert item["readings"] == own.readings and item["readings"]
+            assert item["continuation"] == own.continuation
+    token = every[0]["continuation"]
+    rest = sink.history("pi-a", start, end, 1000, all_modules=False, continuation=token)
+    assert [r["seq"] for r in every[0]["readings"] + rest.readings] == list(range(5, 101))
+
+
+def _chunk_rows(conn: str, prefix: str) -> list[dict[str, Any]]:
+    return [r for r in rows(conn, prefix, "streams") if str(r["RowKey"]).startswith("h$")]

@@ -20,7 +20,6 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -386,28 +385,21 @@ class Sink:
 
         Per stream (by device id, then module id) at most ``limit`` readings, oldest first,
         and the stream's ``continuation`` token when more remain (the device history route
-        takes it, with ``module``). The streams are read ``parallel`` at a time: each is its
-        own query, and a dashboard asking one stream at a time over HTTP paid a round trip
-        per stream on top.
+        takes it, with ``module``). The state listing brings every stream's newest readings;
+        each stream's history rows are then one query, ``parallel`` at a time (a dashboard
+        asking one stream at a time over HTTP paid a round trip per stream on top).
         """
-        if parallel < 1:
-            raise ValueError("parallel must be >= 1")
-        states = sorted(self._streams.streams(), key=lambda s: (s.device_id, s.module_id or ""))
-
-        def one(state: DeviceState) -> dict[str, Any]:
-            page = self._streams.history(state.device_id, state.module_id, start, end, limit=limit)
-            return {
+        pages = self._streams.every_history(start, end, limit=limit, parallel=parallel)
+        return [
+            {
                 "streamId": stream_key(state.device_id, state.module_id),
                 "deviceId": state.device_id,
                 "moduleId": state.module_id,
                 "readings": page.readings,
                 "continuation": page.continuation,
             }
-
-        if not states:
-            return []
-        with ThreadPoolExecutor(min(parallel, len(states))) as pool:
-            return list(pool.map(one, states))
+            for state, page in sorted(pages, key=lambda p: (p[0].device_id, p[0].module_id or ""))
+        ]
 
     def rollups(self, step: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Every stream's min/mean/max per ``step`` (``1m``, ``15m``, ``1h``) in ``[start, end)``.

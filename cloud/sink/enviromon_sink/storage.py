@@ -119,6 +119,12 @@ class StreamStore(Protocol):
         """
         ...
 
+    def every_history(
+        self, start: datetime, end: datetime, *, limit: int, parallel: int = 8
+    ) -> list[tuple[DeviceState, HistoryPage]]:
+        """Every stream's readings in ``[start, end)``: a page of ``limit`` each, with a token."""
+        ...
+
     def rollups(self, step: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Every stream's rollup points of ``step`` in ``[start, end)``."""
         ...

@@ -28,6 +28,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -324,21 +325,52 @@ class TableStreamStore:
 
     def streams(self) -> list[DeviceState]:
         """Every stored stream's state (one range read per bucket)."""
-        out: list[DeviceState] = []
+        # Not Recent/Rollup: up to ~24 KB a stream that the list never shows.
+        return [state for state, _ in self._listed(STATE_COLUMNS)]
+
+    def _listed(self, columns: Sequence[str]) -> list[tuple[DeviceState, Mapping[str, Any]]]:
+        """Every stored stream's state and its row's ``columns`` (one range read per bucket)."""
+        out: list[tuple[DeviceState, Mapping[str, Any]]] = []
         lo = row_prefix(STATE)
         with translate_errors():
             for bucket in buckets():
                 for entity in self._table.query_entities(
                     "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
                     parameters={"pk": bucket, "lo": lo, "hi": prefix_end(lo)},
-                    # Not Recent/Rollup: up to ~24 KB a stream that the list never shows.
-                    select=list(STATE_COLUMNS),
+                    select=list(columns),
                 ):
                     try:
-                        out.append(from_entity(entity))
+                        out.append((from_entity(entity), entity))
                     except (KeyError, ValueError, TypeError):
                         _log.warning("skipping malformed state row %r", entity.get("RowKey"))
         return out
+
+    def every_history(
+        self, start: datetime, end: datetime, *, limit: int, parallel: int = 8
+    ) -> list[tuple[DeviceState, HistoryPage]]:
+        """Every stream's readings with ``start <= ts < end``: at most ``limit`` each, a token.
+
+        For an overview's raw tail. The state listing brings each stream's ``Recent`` along
+        (a request per bucket), so a stream then costs one query of its history rows, not two;
+        those queries run ``parallel`` at a time.
+        """
+        if parallel < 1:
+            raise ValueError("parallel must be >= 1")
+        listed = self._listed((*STATE_COLUMNS, "Recent"))
+
+        def one(item: tuple[DeviceState, Mapping[str, Any]]) -> tuple[DeviceState, HistoryPage]:
+            state, entity = item
+            key = stream_key(state.device_id, state.module_id)
+            with translate_errors():
+                found, more = self._stream_page(
+                    key, start, end, limit, None, recent=_recent_of(entity)
+                )
+            return state, _single_page(key, found, more)
+
+        if not listed or limit <= 0:
+            return [(state, HistoryPage()) for state, _ in listed]
+        with ThreadPoolExecutor(min(parallel, len(listed))) as pool:
+            return list(pool.map(one, listed))
 
     def device_streams(self, device_id: str) -> list[str]:
         """Stream keys of a device's stored streams (its plain stream and its modules)."""
@@ -403,9 +435,21 @@ class TableStreamStore:
         )
 
     def _stream_page(
-        self, key: str, start: datetime, end: datetime, limit: int, after: str | None
+        self,
+        key: str,
+        start: datetime,
+        end: datetime,
+        limit: int,
+        after: str | None,
+        *,
+        recent: list[chunks.Item] | None = None,
     ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
-        """Up to ``limit`` of a stream's readings in range past ``after``; and whether more."""
+        """Up to ``limit`` of a stream's readings in range past ``after``; and whether more.
+
+        ``Recent`` is read *before* the history rows (or passed in as ``recent``, read
+        earlier by the caller): a commit that cuts readings from ``Recent`` into a row
+        between the two reads then shows them in both places (taken once), never in neither.
+        """
         device, module = split_stream_key(key)
         prefix = row_prefix(HISTORY, key)
         try:
@@ -423,6 +467,14 @@ class TableStreamStore:
                 if hi_key <= sk < end_key and (after is None or sk > after):
                     found[sk] = item  # the same reading twice (see chunks.py): once
 
+        if recent is None:
+            try:
+                recent = _recent_of(
+                    self._table.get_entity(bucket_of(key), state_row_key(key), select=["Recent"])
+                )
+            except ResourceNotFoundError:
+                recent = []
+        take(recent)
         stopped = False
         for row in self._table.query_entities(
             "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
@@ -435,12 +487,6 @@ class TableStreamStore:
                 stopped = True
                 break
             take(_chunk_items(row))
-        try:
-            state = self._table.get_entity(bucket_of(key), state_row_key(key), select=["Recent"])
-        except ResourceNotFoundError:
-            state = None
-        if state is not None:
-            take(_recent_of(state))
         ordered = sorted(found.items())
         page = [(sk, chunks.expand(item, device, module)) for sk, item in ordered[:limit]]
         return page, stopped or len(ordered) > limit
@@ -741,6 +787,12 @@ def _time_of(sort_key: str) -> datetime:
         return datetime.strptime(sort_key[:22], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
     except ValueError:
         raise ValueError("not a continuation token this API gave") from None
+
+
+def _single_page(key: str, found: list[tuple[str, dict[str, Any]]], more: bool) -> HistoryPage:
+    """One stream's page, with the token ``history`` takes (for that stream) when ``more``."""
+    token = _encode_token({key: found[-1][0]}) if more and found else None
+    return HistoryPage(readings=[item for _, item in found], continuation=token)
 
 
 def _encode_token(cursors: Mapping[str, str]) -> str:
