@@ -196,10 +196,18 @@ class App {
     this.rawStarted = false;
     const now = Date.now();
     const wantRollups = this.rolledUpGeneration !== gen && this.rollupsRoute;
-    // The device list and the rollups do not depend on each other: both at once.
+    const rawTo = now + 60e3; // later than any moment the socket came up
+    // On a full load (or the first) every stream's raw tail starts where the rollups end, a
+    // time known now: its request goes out with the device list and the rollups.
+    const span = wantRollups ? this.rollupWindow(now) : null;
+    const fresh = full || [...this.streams.values()].every((s) => s.lastMs === null);
+    const early =
+      fresh && span && this.everyRoute
+        ? this.earlyRaw(Math.max(this.grid.startMs, span.until), rawTo)
+        : null;
     const [devices, until] = await Promise.all([
       this.api.devices(),
-      wantRollups ? this.loadRollups(gen, now) : null,
+      wantRollups ? this.loadRollups(gen, span) : null,
     ]);
     if (gen !== this.generation) return;
     for (const state of devices) {
@@ -218,8 +226,7 @@ class App {
       starts.set(s, start);
     }
     this.rawStarted = true;
-    const rawTo = Date.now() + 60e3; // read now: later than any moment the socket came up
-    const partial = await this.loadRaw(gen, starts, rawTo);
+    const partial = await this.loadRaw(gen, starts, rawTo, early);
     if (partial) {
       this.say(
         `${partial} device(s) have more raw readings in this range than the page loads;` +
@@ -235,7 +242,14 @@ class App {
    * rollup time). Streams starting earlier, and all of them on a sink without that route,
    * are read one request per stream (naming its module, so the sink reads that stream alone).
    */
-  async loadRaw(gen, starts, rawTo) {
+  /** everyHistory(fromMs, toMs) started ahead of need: `{ fromMs, answer }` (a promise). */
+  earlyRaw(fromMs, toMs) {
+    const answer = this.api.everyHistory(fromMs, toMs);
+    answer.catch(() => {}); // awaited (and its error shown) by loadRaw, or dropped unused
+    return { fromMs, answer };
+  }
+
+  async loadRaw(gen, starts, rawTo, early = null) {
     const apply = (rows) => {
       if (gen === this.generation) for (const r of rows) this.applyReading(r);
     };
@@ -248,7 +262,10 @@ class App {
     }
     let partial = 0;
     if (common !== Infinity) {
-      const answer = await this.api.everyHistory(common, rawTo);
+      const answer =
+        early && early.fromMs <= common
+          ? await early.answer
+          : await this.api.everyHistory(common, rawTo);
       if (gen !== this.generation) return 0;
       if (answer === null) {
         this.everyRoute = false;
@@ -282,14 +299,23 @@ class App {
    * the start of the step before the current one; raw readings fill in from there. A 404
    * (a sink without the route) turns rollups off: raw history for the whole range.
    */
-  async loadRollups(gen, now) {
+  /** The range's rollup step and the span `[start, until)` rollups cover, or null (raw only). */
+  rollupWindow(now) {
     const roll = ROLLUP_STEPS[this.range];
-    if (!roll) {
+    if (!roll) return null;
+    return {
+      roll,
+      start: Math.ceil(this.grid.startMs / roll.ms) * roll.ms,
+      until: Math.floor(now / roll.ms) * roll.ms - roll.ms,
+    };
+  }
+
+  async loadRollups(gen, span) {
+    if (!span) {
       this.rolledUpGeneration = gen;
       return null;
     }
-    const until = Math.floor(now / roll.ms) * roll.ms - roll.ms;
-    const start = Math.ceil(this.grid.startMs / roll.ms) * roll.ms;
+    const { roll, start, until } = span;
     const streams = await this.api.rollups(roll.step, start, until);
     if (gen !== this.generation) return null;
     this.rolledUpGeneration = gen;
