@@ -73,14 +73,16 @@ export class Api {
 
   /**
    * Every stream's rollups (docs/sink.md) of `step` (1m, 15m, 1h) with bucket start in
-   * [fromMs, toMs): `[{streamId, deviceId, moduleId, points: [{ts, <metric>: {mean, n, ...}}]}]`,
-   * or null when the sink has no rollups route (HTTP 404).
+   * [fromMs, toMs), as columns: `[{streamId, deviceId, moduleId, ts: [...], metrics: {<metric>:
+   * {mean: [...], n: [...], ...}}}]` (a sink that predates `shape` sends `points: [{ts,
+   * <metric>: {mean, n, ...}}]` instead), or null when the sink has no rollups route (HTTP 404).
    */
   async rollups(step, fromMs, toMs) {
     const q = new URLSearchParams({
       step,
       from: new Date(fromMs).toISOString(),
       to: new Date(toMs).toISOString(),
+      shape: "columns",
     });
     return streamsOf(`${this.base}/rollups?${q}`);
   }

@@ -327,6 +327,7 @@ class App {
       if (!item || typeof item !== "object" || item.deviceId === undefined) continue;
       const s = this.stream(item);
       s.rollupUntil = until;
+      if (Array.isArray(item.ts)) s.series.addRollupColumns(item.ts, item.metrics, start, until);
       for (const p of Array.isArray(item.points) ? item.points : []) {
         const ms = p && typeof p === "object" ? Date.parse(p.ts) : NaN;
         if (Number.isFinite(ms) && ms >= start && ms < until) s.series.addRollup(ms, p);

@@ -145,19 +145,47 @@ export class StreamSeries {
    * quantities from the means, weighted by the fewer of their inputs. False outside the window.
    */
   addRollup(ms, point) {
-    const i = this.grid.indexOf(ms);
-    if (i < 0) return false;
     const means = {};
     const weight = {};
-    let readings = 0;
     for (const [key, agg] of Object.entries(point)) {
-      if (!agg || typeof agg !== "object") continue;
-      const n = agg.n;
-      if (!(typeof n === "number" && n > 0) || typeof agg.mean !== "number") continue;
-      means[key] = agg.mean;
-      weight[key] = n;
-      readings = Math.max(readings, n);
+      if (agg && typeof agg === "object") this.weigh(means, weight, key, agg.mean, agg.n);
     }
+    return this.addMeans(ms, means, weight);
+  }
+
+  /**
+   * Add every bucket of a stream's rollup columns (`{ts: [...], metrics: {<metric>: {mean:
+   * [...], n: [...]}}}`, docs/sink.md) as addRollup does; returns how many fell in the window.
+   */
+  addRollupColumns(ts, metrics, from, until) {
+    const cols = Object.entries(metrics && typeof metrics === "object" ? metrics : {}).filter(
+      ([, c]) => c && Array.isArray(c.mean) && Array.isArray(c.n),
+    );
+    let added = 0;
+    for (let i = 0; i < ts.length; i++) {
+      const ms = Date.parse(ts[i]);
+      if (!(ms >= from && ms < until)) continue;
+      const means = {};
+      const weight = {};
+      for (const [key, col] of cols) this.weigh(means, weight, key, col.mean[i], col.n[i]);
+      if (this.addMeans(ms, means, weight)) added += 1;
+    }
+    return added;
+  }
+
+  weigh(means, weight, key, mean, n) {
+    if (typeof n === "number" && n > 0 && typeof mean === "number") {
+      means[key] = mean;
+      weight[key] = n;
+    }
+  }
+
+  /** `means` per metric, each standing for `weight[metric]` readings, into bucket of `ms`. */
+  addMeans(ms, means, weight) {
+    const i = this.grid.indexOf(ms);
+    if (i < 0) return false;
+    let readings = 0;
+    for (const key in weight) readings = Math.max(readings, weight[key]);
     if (readings === 0) return false;
     this.cnt[i] += readings;
     for (const q of QUANTITIES) {

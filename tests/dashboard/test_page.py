@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
+import pytest
 from playwright.sync_api import Page, expect
 
 from tests.dashboard.conftest import open_dashboard
@@ -218,15 +219,24 @@ def query_of(url: str) -> dict[str, list[str]]:
     return parse_qs(urlsplit(url).query)
 
 
-def test_overview_history_comes_from_rollups(page: Page, stack: Stack) -> None:
-    """24 h: older history from one 15m rollups request; raw telemetry only for the last 30 min."""
+@pytest.mark.parametrize("shape", ["columns", "points"])
+def test_overview_history_comes_from_rollups(page: Page, stack: Stack, shape: str) -> None:
+    """24 h: older history from one 15m rollups request; raw telemetry only for the last 30 min.
+
+    In the columns the page asks for, and in the points a sink without ``shape`` sends.
+    """
     many_readings(stack, "pi-many")
+    page.route(
+        "**/api/rollups?*",
+        lambda route: route.continue_(url=route.request.url.replace("=columns", "=" + shape)),
+    )
     urls: list[str] = []
     page.on("request", lambda r: urls.append(r.url))
     open_dashboard(page, stack)
     rollups = [u for u in urls if "/api/rollups" in u]
     assert len(rollups) == 1
     assert query_of(rollups[0])["step"] == ["15m"]
+    assert query_of(rollups[0])["shape"] == ["columns"]
     telemetry = [u for u in urls if "/telemetry" in u]
     assert telemetry, "no raw tail was fetched"
     for url in telemetry:

@@ -96,7 +96,7 @@ class _Unreachable:
     ) -> Any:
         raise AssertionError("store called")
 
-    def rollups(self, step: str, start: datetime, end: datetime) -> Any:
+    def rollups(self, step: str, start: datetime, end: datetime, **kw: Any) -> Any:
         raise AssertionError("store called")
 
     def every_history(self, start: datetime, end: datetime, limit: int = 0) -> Any:

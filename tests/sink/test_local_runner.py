@@ -215,7 +215,7 @@ def test_routes_match_function_app() -> None:
             self.asked.append(device_id)
             return HistoryPage()
 
-        def rollups(self, step: str, start: Any, end: Any) -> list[dict[str, Any]]:
+        def rollups(self, step: str, start: Any, end: Any, **kw: Any) -> list[dict[str, Any]]:
             self.asked.append(step)
             return []
 

@@ -64,9 +64,9 @@ def test_add_in_any_batches_equals_the_direct_aggregates(
             per_step[step].extend((t, m) for t, m in entries)
     far = T0 + timedelta(days=1)
     for step in rollups.STEPS:
-        got = rollups.points(
-            [*per_step[step], *rollups.open_buckets(opened, step)], T0 - timedelta(days=1), far
-        )
+        entries = [*per_step[step], *rollups.open_buckets(opened, step)]
+        got = rollups.points(entries, T0 - timedelta(days=1), far)
+        assert _as_points(rollups.columns(entries, T0 - timedelta(days=1), far)) == got
         want = _direct(readings, step)
         assert [p["ts"] for p in got] == sorted(want)
         for point in got:
@@ -75,6 +75,18 @@ def test_add_in_any_batches_equals_the_direct_aggregates(
                 assert agg["n"] == len(values)
                 assert agg["min"] == min(values) and agg["max"] == max(values)
                 assert abs(agg["mean"] - sum(values) / len(values)) < 1e-6
+
+
+def _as_points(cols: dict[str, Any]) -> list[dict[str, Any]]:
+    """Columns back to points (a metric with n 0 at an index is absent there)."""
+    out = []
+    for i, ts in enumerate(cols["ts"]):
+        point: dict[str, Any] = {"ts": ts}
+        for metric, col in cols["metrics"].items():
+            if col["n"][i]:
+                point[metric] = {k: col[k][i] for k in ("min", "mean", "max", "n")}
+        out.append(point)
+    return out
 
 
 def test_rollups_route_counts_each_reading_once(azurite: str, table_prefix: str) -> None:
@@ -112,3 +124,17 @@ def test_rollups_route_counts_each_reading_once(azurite: str, table_prefix: str)
         assert first["temperature"]["min"] == min(values)
         assert first["temperature"]["max"] == max(values)
     assert api.rollups(sink, {"step": "5m"}).status == 400
+    assert api.rollups(sink, {"step": "15m", "shape": "rows"}).status == 400
+    cols = api.rollups(
+        sink,
+        {
+            "step": "15m",
+            "from": T0.isoformat(),
+            "to": (T0 + timedelta(hours=4)).isoformat(),
+            "shape": "columns",
+        },
+    ).json()
+    assert cols["shape"] == "columns"
+    for item in cols["streams"]:
+        assert "points" not in item
+        assert _as_points(item) == streams[item["streamId"]]["points"]

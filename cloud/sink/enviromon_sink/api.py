@@ -14,9 +14,11 @@ these, so the dashboard sees the same API everywhere:
   "deviceId", "moduleId", "readings": [...], "continuation": str | null}]}``: every stream's
   readings in one request (for a page's recent raw tail; ``limit`` per stream, default 1000,
   and ``continuation`` goes to the device route with ``module``).
-- ``GET /api/rollups?step=1m|15m|1h&from=&to=`` →
-  ``{"step", "from", "to", "streams": [{"streamId", "deviceId", "moduleId", "points":
-  [{"ts", "<metric>": {"min", "mean", "max", "n"}, …}]}]}``: every stream at once.
+- ``GET /api/rollups?step=1m|15m|1h&from=&to=&shape=points|columns`` →
+  ``{"step", "from", "to", "shape", "streams": [{"streamId", "deviceId", "moduleId", "points":
+  [{"ts", "<metric>": {"min", "mean", "max", "n"}, …}]}]}``: every stream at once; with
+  ``shape=columns`` each stream has ``"ts": [...]`` and ``"metrics": {"<metric>": {"min":
+  [...], "mean": [...], "max": [...], "n": [...]}}`` instead of ``points`` (half the bytes).
 
 A device id that is well formed but unknown gets 200 with no readings, not 404: a device
 that has not sent anything in the range looks the same, and the device list is the place
@@ -75,7 +77,9 @@ class DeviceStore(Protocol):
         """Every stream's readings in ``[start, end)``, at most ``limit`` each, and a token."""
         ...
 
-    def rollups(self, step: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    def rollups(
+        self, step: str, start: datetime, end: datetime, *, as_columns: bool = False
+    ) -> list[dict[str, Any]]:
         """Every stream's min/mean/max per ``step`` bucket in ``[start, end)``."""
         ...
 
@@ -234,8 +238,12 @@ def rollups(
     """Every stream's rollup points (min/mean/max per step) in ``[from, to)``."""
     try:
         step = parse_step(query.get("step"))
+        shape = query.get("shape", "points")
+        if shape not in ("points", "columns"):
+            raise ValueError("'shape' must be points or columns")
         start, end, _ = parse_history_query(
-            {k: v for k, v in query.items() if k != "limit"}, now=now or datetime.now(UTC)
+            {k: v for k, v in query.items() if k not in ("limit", "shape")},
+            now=now or datetime.now(UTC),
         )
     except ValueError as exc:
         return error_response(400, str(exc))
@@ -246,7 +254,8 @@ def rollups(
                 "step": step,
                 "from": _iso(start),
                 "to": _iso(end),
-                "streams": store.rollups(step, start, end),
+                "shape": shape,
+                "streams": store.rollups(step, start, end, as_columns=shape == "columns"),
             },
         )
     )

@@ -401,12 +401,15 @@ class Sink:
             for state, page in sorted(pages, key=lambda p: (p[0].device_id, p[0].module_id or ""))
         ]
 
-    def rollups(self, step: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    def rollups(
+        self, step: str, start: datetime, end: datetime, *, as_columns: bool = False
+    ) -> list[dict[str, Any]]:
         """Every stream's min/mean/max per ``step`` (``1m``, ``15m``, ``1h``) in ``[start, end)``.
 
         Built only from counted readings, committed with the counts (rollups.py).
+        ``as_columns``: each stream's ``ts`` and ``metrics`` lists instead of ``points``.
         """
-        return self._streams.rollups(step, start, end)
+        return self._streams.rollups(step, start, end, as_columns=as_columns)
 
     def device(self, device_id: str, module_id: str | None = None) -> dict[str, Any] | None:
         """One stream's committed state, or None if never seen."""

@@ -130,21 +130,57 @@ def load_open(text: str | None) -> Open:
     return value if isinstance(value, dict) else {}
 
 
+def merged(
+    buckets: Iterable[tuple[str, Mapping[str, Agg]]], start: datetime, end: datetime
+) -> list[tuple[str, Metrics]]:
+    """Entries of the same bucket merged, for buckets in ``[start, end)``, oldest first."""
+    out: dict[str, Metrics] = {}
+    for when, metrics in buckets:
+        if start <= _parse(when) < end:
+            merge(out.setdefault(when, {}), metrics)
+    return sorted(out.items())
+
+
 def points(
     buckets: Iterable[tuple[str, Mapping[str, Agg]]], start: datetime, end: datetime
 ) -> list[dict[str, Any]]:
     """Merged buckets in ``[start, end)`` as ``{"ts", <metric>: {"min","mean","max","n"}}``."""
-    merged: dict[str, Metrics] = {}
-    for when, metrics in buckets:
-        if start <= _parse(when) < end:
-            merge(merged.setdefault(when, {}), metrics)
     out = []
-    for when in sorted(merged):
+    for when, metrics in merged(buckets, start, end):
         point: dict[str, Any] = {"ts": when}
-        for key, (n, total, low, high) in sorted(merged[when].items()):
+        for key, (n, total, low, high) in sorted(metrics.items()):
             point[key] = {"min": low, "mean": total / n, "max": high, "n": int(n)}
         out.append(point)
     return out
+
+
+def columns(
+    buckets: Iterable[tuple[str, Mapping[str, Agg]]], start: datetime, end: datetime
+) -> dict[str, Any]:
+    """The same as :func:`points`, as columns: ``{"ts": [...], "metrics": {<metric>: {...}}}``.
+
+    Each metric has ``min``, ``mean``, ``max`` and ``n`` lists as long as ``ts``; a bucket
+    without a value of the metric has ``null`` and ``n`` 0. About half the bytes of points,
+    and faster to write and to read for a page drawing every stream.
+    """
+    rows = merged(buckets, start, end)
+    size = len(rows)
+    out: dict[str, dict[str, list[Any]]] = {}
+    for i, (_, metrics) in enumerate(rows):
+        for key, (n, total, low, high) in metrics.items():
+            col = out.get(key)
+            if col is None:
+                col = out[key] = {
+                    "min": [None] * size,
+                    "mean": [None] * size,
+                    "max": [None] * size,
+                    "n": [0] * size,
+                }
+            col["min"][i] = low
+            col["mean"][i] = total / n
+            col["max"][i] = high
+            col["n"][i] = int(n)
+    return {"ts": [when for when, _ in rows], "metrics": dict(sorted(out.items()))}
 
 
 def parse_step(raw: str | None) -> str:

@@ -125,8 +125,10 @@ class StreamStore(Protocol):
         """Every stream's readings in ``[start, end)``: a page of ``limit`` each, with a token."""
         ...
 
-    def rollups(self, step: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        """Every stream's rollup points of ``step`` in ``[start, end)``."""
+    def rollups(
+        self, step: str, start: datetime, end: datetime, *, as_columns: bool = False
+    ) -> list[dict[str, Any]]:
+        """Every stream's rollup points of ``step`` in ``[start, end)`` (or as columns)."""
         ...
 
     def prune(self, key: str, before: datetime, *, max_rows: int) -> int:

@@ -491,8 +491,10 @@ class TableStreamStore:
         page = [(sk, chunks.expand(item, device, module)) for sk, item in ordered[:limit]]
         return page, stopped or len(ordered) > limit
 
-    def rollups(self, step: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        """Every stream's ``step`` rollup points in ``[start, end)``.
+    def rollups(
+        self, step: str, start: datetime, end: datetime, *, as_columns: bool = False
+    ) -> list[dict[str, Any]]:
+        """Every stream's ``step`` rollup points in ``[start, end)`` (or columns: rollups.py).
 
         Two queries per bucket: the closed buckets' rows (time-major keys), the open ones.
         """
@@ -533,10 +535,16 @@ class TableStreamStore:
                     ids[key] = (str(row["DeviceId"]), row.get("ModuleId") or None)
         out = []
         for key in sorted(found):
-            pts = rollups.points(found[key], start, end)
-            if pts:
-                device, module = ids[key]
-                out.append({"streamId": key, "deviceId": device, "moduleId": module, "points": pts})
+            device, module = ids[key]
+            head = {"streamId": key, "deviceId": device, "moduleId": module}
+            if as_columns:
+                cols = rollups.columns(found[key], start, end)
+                if cols["ts"]:
+                    out.append({**head, **cols})
+            else:
+                pts = rollups.points(found[key], start, end)
+                if pts:
+                    out.append({**head, "points": pts})
         return out
 
     def prune(self, key: str, before: datetime, *, max_rows: int = MAX_TRANSACTION) -> int:
