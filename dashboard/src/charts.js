@@ -61,7 +61,7 @@ export class Charts {
         ...streams.map((s, i) => ({
           label: s.name,
           stroke: streamColour(i),
-          width: 1.5,
+          width: 1,
           // Buckets narrower than a stream's interval leave empty ones between readings:
           // join across them (a stream that stops shows as the line ending, and its tile
           // turns stale).
@@ -124,7 +124,10 @@ export class Charts {
     const c = this.charts.get(key);
     if (!c) return;
     const start = performance.now();
-    c.plot.setData(this.data(c.q));
+    // In a batch uPlot draws before returning (otherwise in a microtask after the frame's
+    // whole job run, where several charts' draws add up into one long task the budget of
+    // frames.js never sees).
+    c.plot.batch(() => c.plot.setData(this.data(c.q)));
     this.count(key);
     performance.measure("enviromon:chart", { start, detail: key });
   }
