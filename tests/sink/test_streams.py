@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableServiceClient, UpdateMode
+from enviromon_sink import streams
 from enviromon_sink.counting import INT64_MAX, SEQ_JUMP_FLAG
 from enviromon_sink.deadletter import body_of
 from enviromon_sink.keys import bucket_of, stream_key, table_name
@@ -220,3 +221,9 @@ def test_every_history_equals_each_streams_history(azurite: str, table_prefix: s
 
 def _chunk_rows(conn: str, prefix: str) -> list[dict[str, Any]]:
     return [r for r in rows(conn, prefix, "streams") if str(r["RowKey"]).startswith("h$")]
+
+
+def test_state_rows_sort_last_in_a_bucket() -> None:
+    """Load queries bound the scan from below only: no other row kind may sort after states."""
+    assert streams.HISTORY < streams.STATE and streams.ROLLUP < streams.STATE
+    assert streams.KEYS_PER_QUERY + 2 <= 15  # PartitionKey eq, RowKey ge, the keys

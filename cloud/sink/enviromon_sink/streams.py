@@ -9,8 +9,9 @@ Layout of ``<prefix>streams`` (docs/sink.md has the why):
 * history row of a chunk of readings: RowKey ``h$<stream key>$<first reading's sort key>``
   (``<UTC time>_<boot>_<seq, 20 digits>``), holding up to an hour of the stream's readings.
 
-``load`` reads the state rows a batch needs, per bucket, in queries of at most 12 keys (a
-filter holds at most 15 comparisons; the RowKey range bounds the scan to state rows). ``commit``
+``load`` reads the state rows a batch needs, per bucket, in queries of at most 13 keys (a
+filter holds at most 15 comparisons; a RowKey lower bound keeps the scan in the state rows,
+which sort last in a bucket). ``commit``
 sends, per bucket, transactions of at most 100 operations: for each stream the history chunks
 its ``Recent`` was cut into, if any, and its state row (``update`` with the loaded ETag,
 ``IfNotModified``, or ``create``). A transaction is atomic, so a stream's state is never
@@ -68,8 +69,10 @@ HISTORY: Final = "h"
 ROLLUP: Final = "r"
 #: Streams whose oldest history row (as this worker last saw it, or as a prune left it) is kept.
 PRUNE_MEMORY: Final = 10_000
-#: Keys per load query: PartitionKey eq + a RowKey range (2) + 12 RowKey eq = 15 comparisons.
-KEYS_PER_QUERY: Final = 12
+#: Keys per load query: PartitionKey eq + RowKey ge + 13 RowKey eq = 15 comparisons, the
+#: service's limit. A lower bound is enough: state rows (``s$``) sort after every history
+#: (``h$``) and rollup (``r$``) row of a bucket, so the scan from it stays in state rows.
+KEYS_PER_QUERY: Final = 13
 #: Above this many wanted keys in one bucket, one range read of the bucket's state rows.
 RANGE_LOAD_AT: Final = 4 * KEYS_PER_QUERY
 #: The columns of a state row that hold the counts (``Recent``, ``Rollup`` are the rest).
@@ -146,7 +149,7 @@ class TableStreamStore:
     # -- state --------------------------------------------------------------------------
 
     def load(self, keys: Collection[str]) -> dict[str, Loaded]:
-        """The stored state of each stream key; a request per bucket per 12 keys."""
+        """The stored state of each stream key; a request per bucket per 13 keys."""
         by_bucket: dict[str, list[str]] = {}
         for key in sorted(set(keys)):
             by_bucket.setdefault(bucket_of(key), []).append(key)
@@ -183,19 +186,14 @@ class TableStreamStore:
         found: list[Any] = []
         for start in range(0, len(wanted), KEYS_PER_QUERY):
             chunk = wanted[start : start + KEYS_PER_QUERY]
-            params: dict[str, Any] = {
-                "pk": bucket,
-                "lo": state_row_key(chunk[0]),
-                "hi": state_row_key(chunk[-1]),
-            }
+            params: dict[str, Any] = {"pk": bucket, "lo": state_row_key(chunk[0])}
             ors = []
             for i, key in enumerate(chunk):
                 params[f"k{i}"] = state_row_key(key)
                 ors.append(f"RowKey eq @k{i}")
             found.extend(
                 self._table.query_entities(
-                    "PartitionKey eq @pk and RowKey ge @lo and RowKey le @hi"
-                    f" and ( {' or '.join(ors)} )",
+                    f"PartitionKey eq @pk and RowKey ge @lo and ( {' or '.join(ors)} )",
                     parameters=params,
                 )
             )
