@@ -123,13 +123,11 @@ export class Charts {
   draw(key) {
     const c = this.charts.get(key);
     if (!c) return;
-    const start = performance.now();
     // In a batch uPlot draws before returning (otherwise in a microtask after the frame's
     // whole job run, where several charts' draws add up into one long task the budget of
     // frames.js never sees).
     c.plot.batch(() => c.plot.setData(this.data(c.q)));
     this.count(key);
-    performance.measure("enviromon:chart", { start, detail: key });
   }
 
   /** `data-points` on each figure: the points it draws (read by tests and the bench). */

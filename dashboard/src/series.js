@@ -81,12 +81,21 @@ export class Grid {
     }
     for (let k = 0; k < shift; k++) {
       this.first += 1;
-      this.x.shift();
-      this.x.push(((this.first + this.points - 1) * this.step) / 1000);
+      slide(this.x, ((this.first + this.points - 1) * this.step) / 1000);
       for (const s of this.series) s.shiftOne();
     }
     return true;
   }
+}
+
+/**
+ * Drop `arr`'s first element and append `fill`, in place. (`shift()` then `push()` makes V8
+ * grow an array's store by half, once: ~6 MB more heap for 100 streams' arrays, a step the
+ * heap figure of the bench saw; this keeps the length and the store.)
+ */
+export function slide(arr, fill) {
+  arr.copyWithin(0, 1);
+  arr[arr.length - 1] = fill;
 }
 
 /** One stream's bucketed values per quantity, on a grid. */
@@ -108,18 +117,9 @@ export class StreamSeries {
   }
 
   shiftOne() {
-    this.cnt.shift();
-    this.cnt.push(0);
-    for (const map of [this.sum, this.n]) {
-      for (const arr of map.values()) {
-        arr.shift();
-        arr.push(0);
-      }
-    }
-    for (const arr of this.mean.values()) {
-      arr.shift();
-      arr.push(null);
-    }
+    slide(this.cnt, 0);
+    for (const map of [this.sum, this.n]) for (const arr of map.values()) slide(arr, 0);
+    for (const arr of this.mean.values()) slide(arr, null);
   }
 
   /** Add one reading; false if it falls outside the window. */

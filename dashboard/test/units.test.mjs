@@ -55,6 +55,10 @@ test("the grid is bounded and slides with time", () => {
   assert.equal(g.x.length, 720);
   assert.equal(s.mean.get("temperature").length, 720);
   assert.equal(s.mean.get("temperature")[717], 21);
+  assert.equal(s.mean.get("temperature")[719], null); // the new buckets start empty
+  assert.equal(s.cnt[719], 0);
+  assert.equal(s.sum.get("temperature")[719], 0);
+  assert.equal(g.x[719] - g.x[718], 5); // seconds, one step apart
   g.advance(1e12 + 10 * 3600e3); // far ahead: everything old is gone, still 720 long
   assert.equal(s.mean.get("temperature").length, 720);
   assert.ok(s.mean.get("temperature").every((v) => v === null));
