@@ -279,11 +279,27 @@ class Sink:
         """Fold and commit every stream; returns committed, refused (key → reason), conflicts."""
         committed: dict[str, tuple[DeviceState, _Counted]] = {}
         refused: dict[str, str] = {}
-        if not streams:
-            return committed, refused, 0
         deadline = self._monotonic() + self._deadline_s
-        loaded = self._streams.load(list(streams))
-        pending = set(streams)
+        conflicts = 0
+        # Group by group (a Table bucket), each loaded just before it is committed: the time
+        # between a stream's load and its conditional write is one group's, not the whole
+        # batch's, so a worker racing on the same streams (a replay beside the next batch)
+        # loses one group's race, falls behind, and then finds the others already written.
+        for group in self._streams.groups(list(streams)):
+            conflicts += self._commit_group(streams, group, deadline, committed, refused)
+        return committed, refused, conflicts
+
+    def _commit_group(
+        self,
+        streams: dict[str, _Stream],
+        group: Sequence[str],
+        deadline: float,
+        committed: dict[str, tuple[DeviceState, _Counted]],
+        refused: dict[str, str],
+    ) -> int:
+        """Load, fold and commit the streams of one group until done; returns lost races."""
+        loaded = self._streams.load(group)
+        pending = set(group)
         conflicts = 0
         attempt = 0
         while pending:
@@ -325,7 +341,7 @@ class Sink:
                     )
                 self._sleep(delay)
                 loaded.update(self._streams.load(reload))
-        return committed, refused, conflicts
+        return conflicts
 
     def _fold(self, stream: _Stream, loaded: Loaded) -> tuple[StreamWrite, _Counted]:
         done = fold_stream(

@@ -87,6 +87,13 @@ class StreamStore(Protocol):
         """The stored state of each stream key (an entry for every key asked)."""
         ...
 
+    def groups(self, keys: Collection[str]) -> list[list[str]]:
+        """``keys`` cut into groups whose writes can share transactions (every key once).
+
+        The processor loads and commits one group at a time.
+        """
+        ...
+
     def commit(self, writes: Sequence[StreamWrite]) -> dict[str, Outcome]:
         """Write each stream's state conditionally with its new history rows, atomically.
 

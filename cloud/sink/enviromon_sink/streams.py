@@ -148,6 +148,17 @@ class TableStreamStore:
 
     # -- state --------------------------------------------------------------------------
 
+    def groups(self, keys: Collection[str]) -> list[list[str]]:
+        """``keys`` by bucket (one partition: transactions can hold them).
+
+        Buckets in the order of their first key, keys sorted: every worker goes through the
+        same streams in the same order.
+        """
+        by_bucket: dict[str, list[str]] = {}
+        for key in sorted(set(keys)):
+            by_bucket.setdefault(bucket_of(key), []).append(key)
+        return list(by_bucket.values())
+
     def load(self, keys: Collection[str]) -> dict[str, Loaded]:
         """The stored state of each stream key; a request per bucket per 13 keys."""
         by_bucket: dict[str, list[str]] = {}
