@@ -3,9 +3,11 @@
 Per batch (docs/sink.md has the why):
 
 1. normalise every event; refused ones become dead letters (idempotent rows keyed by the event);
-2. group readings by stream, a (device, module) pair; load every stream's state at once;
-3. fold each stream's readings; commit all streams (the store packs many streams into one
-   transaction per bucket, each state write conditional on its ETag, with its history rows);
+2. group readings by stream, a (device, module) pair, and the streams by the store's groups
+   (Table buckets);
+3. per group: load its streams' states, fold each stream's readings, commit them (the store
+   packs many streams into one transaction, each state write conditional on its ETag, with
+   its history rows);
 4. a stream whose write lost a race is reloaded and folded again (jittered, growing delays,
    until a deadline); a stream whose part storage refused for good, or whose fold failed, is
    dead-lettered with the reason, and the rest of the batch commits.
