@@ -235,13 +235,6 @@ class App {
     }
   }
 
-  /**
-   * Raw readings of each stream from its start to `rawTo`; returns how many streams were cut.
-   * Streams starting within SHARED_WINDOW_MS come from one request for every stream (from the
-   * earliest of their starts; what a stream has already is dropped by its seq marks and its
-   * rollup time). Streams starting earlier, and all of them on a sink without that route,
-   * are read one request per stream (naming its module, so the sink reads that stream alone).
-   */
   /** everyHistory(fromMs, toMs) started ahead of need: `{ fromMs, answer }` (a promise). */
   earlyRaw(fromMs, toMs) {
     const answer = this.api.everyHistory(fromMs, toMs);
@@ -249,6 +242,14 @@ class App {
     return { fromMs, answer };
   }
 
+  /**
+   * Raw readings of each stream from its start to `rawTo`; returns how many streams were cut.
+   * Streams starting within SHARED_WINDOW_MS come from one request for every stream (from the
+   * earliest of their starts; what a stream has already is dropped by its seq marks and its
+   * rollup time). Streams starting earlier, and all of them on a sink without that route,
+   * are read one request per stream (naming its module, so the sink reads that stream alone).
+   * `early` (earlyRaw) is that one request, already sent, used if it starts early enough.
+   */
   async loadRaw(gen, starts, rawTo, early = null) {
     const apply = (rows) => {
       if (gen === this.generation) for (const r of rows) this.applyReading(r);
@@ -294,11 +295,6 @@ class App {
     return partial;
   }
 
-  /**
-   * The range's older history from the sink's rollups (every stream in one request), up to
-   * the start of the step before the current one; raw readings fill in from there. A 404
-   * (a sink without the route) turns rollups off: raw history for the whole range.
-   */
   /** The range's rollup step and the span `[start, until)` rollups cover, or null (raw only). */
   rollupWindow(now) {
     const roll = ROLLUP_STEPS[this.range];
@@ -310,6 +306,11 @@ class App {
     };
   }
 
+  /**
+   * The range's older history from the sink's rollups (every stream in one request), up to
+   * the start of the step before the current one; raw readings fill in from there. A 404
+   * (a sink without the route) turns rollups off: raw history for the whole range.
+   */
   async loadRollups(gen, span) {
     if (!span) {
       this.rolledUpGeneration = gen;

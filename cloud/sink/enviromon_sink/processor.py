@@ -283,7 +283,7 @@ class Sink:
         refused: dict[str, str] = {}
         deadline = self._monotonic() + self._deadline_s
         conflicts = 0
-        # Group by group (a Table bucket), each loaded just before it is committed: the time
+        # One group (a Table bucket) at a time, loaded just before it is committed: the time
         # between a stream's load and its conditional write is one group's, not the whole
         # batch's, so a worker racing on the same streams (a replay beside the next batch)
         # loses one group's race, falls behind, and then finds the others already written.
