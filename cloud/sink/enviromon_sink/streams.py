@@ -161,13 +161,10 @@ class TableStreamStore:
 
     def load(self, keys: Collection[str]) -> dict[str, Loaded]:
         """The stored state of each stream key; a request per bucket per 13 keys."""
-        by_bucket: dict[str, list[str]] = {}
-        for key in sorted(set(keys)):
-            by_bucket.setdefault(bucket_of(key), []).append(key)
         out = {key: Loaded(None, None) for key in keys}
         with translate_errors():
-            for bucket, wanted in by_bucket.items():
-                for entity in self._query_states(bucket, wanted):
+            for wanted in self.groups(keys):
+                for entity in self._query_states(bucket_of(wanted[0]), wanted):
                     key = str(entity["RowKey"])[len(row_prefix(STATE)) :]
                     if key in out:
                         out[key] = loaded = _loaded(entity)
