@@ -46,6 +46,7 @@ from enviromon_sink.storage import (
 )
 from enviromon_sink.streams import TableStreamStore
 from enviromon_sink.tables import quiet_sdk_request_logs, translate_errors
+from enviromon_sink.transactions import for_table
 
 _log = logging.getLogger(__name__)
 
@@ -190,8 +191,12 @@ class Sink:
             with translate_errors():
                 for name in names.values():
                     service.create_table_if_not_exists(name)
+        streams = service.get_table_client(names["streams"])
         return cls(
-            streams=TableStreamStore(table=service.get_table_client(names["streams"])),
+            streams=TableStreamStore(
+                table=streams,
+                transactions=for_table(streams, transport=transport, retry_total=retry_total),
+            ),
             dead_letters=DeadLetterTable(table=service.get_table_client(names["deadletter"])),
             **kw,
         )

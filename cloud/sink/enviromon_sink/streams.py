@@ -57,6 +57,7 @@ from enviromon_sink.tables import (
     time_key,
     translate_errors,
 )
+from enviromon_sink.transactions import SdkTransactions, Transactions
 
 _log = logging.getLogger(__name__)
 
@@ -117,14 +118,23 @@ def chunk_row_key(key: str, chunk: Sequence[chunks.Item]) -> str:
 class TableStreamStore:
     """:class:`storage.StreamStore` on one Azure Table (or Azurite)."""
 
-    def __init__(self, *, table: TableClient, cache_size: int = 50_000) -> None:
+    def __init__(
+        self,
+        *,
+        table: TableClient,
+        transactions: Transactions | None = None,
+        cache_size: int = 50_000,
+    ) -> None:
         """Wrap ``table`` (the streams table; it must exist).
 
+        ``transactions``: how transactions are sent (``transactions.for_table``); by default
+        the SDK's ``submit_transaction``.
         ``cache_size``: streams whose loaded ``Recent`` is kept between ``load`` and ``commit``.
         """
         if cache_size < 1:
             raise ValueError("cache_size must be ≥ 1")
         self._table = table
+        self._transactions = transactions or SdkTransactions(table=table)
         # (stream key, ETag) → the Recent readings and open rollup buckets of that version.
         self._recent: OrderedDict[tuple[str, str], _Kept] = OrderedDict()
         self._cache_size = cache_size
@@ -281,7 +291,7 @@ class TableStreamStore:
         for start in range(0, len(ops), MAX_TRANSACTION):
             try:
                 with translate_errors():
-                    self._table.submit_transaction(ops[start : start + MAX_TRANSACTION])
+                    self._transactions.submit(ops[start : start + MAX_TRANSACTION])
             except HttpResponseError as exc:
                 code = getattr(exc, "error_code", "") or ""
                 out[key] = Outcome(
@@ -294,7 +304,7 @@ class TableStreamStore:
     def _send(self, transaction: _Transaction, *, isolate: bool) -> dict[str, Outcome]:
         try:
             with translate_errors():
-                metas = self._table.submit_transaction(transaction.operations)
+                metas = self._transactions.submit(transaction.operations)
         except HttpResponseError as exc:
             return self._failed(transaction, exc, isolate=isolate)
         out: dict[str, Outcome] = {}
@@ -584,7 +594,7 @@ class TableStreamStore:
                     break
             for start in range(0, len(found), MAX_TRANSACTION):
                 chunk = found[start : start + MAX_TRANSACTION]
-                self._table.submit_transaction(
+                self._transactions.submit(
                     [("delete", {"PartitionKey": pk, "RowKey": rk}) for rk in chunk]
                 )
         if len(found) < max_rows:  # every row below the cutoff is gone
