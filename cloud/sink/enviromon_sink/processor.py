@@ -35,6 +35,7 @@ from enviromon_sink.errors import RejectedMessageError, StoreContentionError, Tr
 from enviromon_sink.events import InboundEvent
 from enviromon_sink.keys import split_stream_key, stream_key, table_name
 from enviromon_sink.normalise import Reading, normalise, valid_hub_id
+from enviromon_sink.rest import for_table
 from enviromon_sink.storage import (
     DeadLetter,
     DeadLetterStore,
@@ -46,7 +47,6 @@ from enviromon_sink.storage import (
 )
 from enviromon_sink.streams import TableStreamStore
 from enviromon_sink.tables import quiet_sdk_request_logs, translate_errors
-from enviromon_sink.transactions import for_table
 
 _log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class Sink:
         return cls(
             streams=TableStreamStore(
                 table=streams,
-                transactions=for_table(streams, transport=transport, retry_total=retry_total),
+                calls=for_table(streams, transport=transport, retry_total=retry_total),
             ),
             dead_letters=DeadLetterTable(table=service.get_table_client(names["deadletter"])),
             **kw,

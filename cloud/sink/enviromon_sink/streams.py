@@ -28,7 +28,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -49,6 +49,7 @@ from enviromon_sink.keys import (
     split_stream_key,
     stream_key,
 )
+from enviromon_sink.rest import SdkCalls, TableCalls
 from enviromon_sink.storage import HistoryPage, Loaded, Outcome, Status, StreamWrite
 from enviromon_sink.tables import (
     MAX_TRANSACTION,
@@ -57,7 +58,6 @@ from enviromon_sink.tables import (
     time_key,
     translate_errors,
 )
-from enviromon_sink.transactions import SdkTransactions, Transactions
 
 _log = logging.getLogger(__name__)
 
@@ -122,19 +122,19 @@ class TableStreamStore:
         self,
         *,
         table: TableClient,
-        transactions: Transactions | None = None,
+        calls: TableCalls | None = None,
         cache_size: int = 50_000,
     ) -> None:
         """Wrap ``table`` (the streams table; it must exist).
 
-        ``transactions``: how transactions are sent (``transactions.for_table``); by default
-        the SDK's ``submit_transaction``.
+        ``calls``: how the hot path's transactions and state queries are sent
+        (``rest.for_table``); by default the SDK's own calls.
         ``cache_size``: streams whose loaded ``Recent`` is kept between ``load`` and ``commit``.
         """
         if cache_size < 1:
             raise ValueError("cache_size must be ≥ 1")
         self._table = table
-        self._transactions = transactions or SdkTransactions(table=table)
+        self._calls = calls or SdkCalls(table=table)
         # (stream key, ETag) → the Recent readings and open rollup buckets of that version.
         self._recent: OrderedDict[tuple[str, str], _Kept] = OrderedDict()
         self._cache_size = cache_size
@@ -174,10 +174,10 @@ class TableStreamStore:
         out = {key: Loaded(None, None) for key in keys}
         with translate_errors():
             for wanted in self.groups(keys):
-                for entity in self._query_states(bucket_of(wanted[0]), wanted):
+                for entity, etag in self._query_states(bucket_of(wanted[0]), wanted):
                     key = str(entity["RowKey"])[len(row_prefix(STATE)) :]
                     if key in out:
-                        out[key] = loaded = _loaded(entity)
+                        out[key] = loaded = _loaded(entity, etag)
                         if loaded.error is None and loaded.etag is not None:
                             self._remember(
                                 key,
@@ -190,29 +190,24 @@ class TableStreamStore:
                             )
         return out
 
-    def _query_states(self, bucket: str, wanted: list[str]) -> Iterable[Any]:
+    def _query_states(self, bucket: str, wanted: list[str]) -> list[tuple[dict[str, Any], str]]:
         if len(wanted) > RANGE_LOAD_AT:
             # Many keys of one bucket: one range read (pages of 1,000) beats many queries.
-            return self._table.query_entities(
+            return self._calls.query(
                 "PartitionKey eq @pk and RowKey ge @lo and RowKey le @hi",
-                parameters={
-                    "pk": bucket,
-                    "lo": state_row_key(wanted[0]),
-                    "hi": state_row_key(wanted[-1]),
-                },
+                {"pk": bucket, "lo": state_row_key(wanted[0]), "hi": state_row_key(wanted[-1])},
             )
-        found: list[Any] = []
+        found: list[tuple[dict[str, Any], str]] = []
         for start in range(0, len(wanted), KEYS_PER_QUERY):
             chunk = wanted[start : start + KEYS_PER_QUERY]
-            params: dict[str, Any] = {"pk": bucket, "lo": state_row_key(chunk[0])}
+            params = {"pk": bucket, "lo": state_row_key(chunk[0])}
             ors = []
             for i, key in enumerate(chunk):
                 params[f"k{i}"] = state_row_key(key)
                 ors.append(f"RowKey eq @k{i}")
             found.extend(
-                self._table.query_entities(
-                    f"PartitionKey eq @pk and RowKey ge @lo and ( {' or '.join(ors)} )",
-                    parameters=params,
+                self._calls.query(
+                    f"PartitionKey eq @pk and RowKey ge @lo and ( {' or '.join(ors)} )", params
                 )
             )
         return found
@@ -291,7 +286,7 @@ class TableStreamStore:
         for start in range(0, len(ops), MAX_TRANSACTION):
             try:
                 with translate_errors():
-                    self._transactions.submit(ops[start : start + MAX_TRANSACTION])
+                    self._calls.submit(ops[start : start + MAX_TRANSACTION])
             except HttpResponseError as exc:
                 code = getattr(exc, "error_code", "") or ""
                 out[key] = Outcome(
@@ -304,7 +299,7 @@ class TableStreamStore:
     def _send(self, transaction: _Transaction, *, isolate: bool) -> dict[str, Outcome]:
         try:
             with translate_errors():
-                metas = self._transactions.submit(transaction.operations)
+                metas = self._calls.submit(transaction.operations)
         except HttpResponseError as exc:
             return self._failed(transaction, exc, isolate=isolate)
         out: dict[str, Outcome] = {}
@@ -594,9 +589,7 @@ class TableStreamStore:
                     break
             for start in range(0, len(found), MAX_TRANSACTION):
                 chunk = found[start : start + MAX_TRANSACTION]
-                self._transactions.submit(
-                    [("delete", {"PartitionKey": pk, "RowKey": rk}) for rk in chunk]
-                )
+                self._calls.submit([("delete", {"PartitionKey": pk, "RowKey": rk}) for rk in chunk])
         if len(found) < max_rows:  # every row below the cutoff is gone
             with self._lock:
                 _put(self._pruned_to, key, max(cutoff, self._pruned_to.get(key, "")))
@@ -696,9 +689,8 @@ def _put(memory: OrderedDict[str, Any], key: str, value: Any) -> None:
         memory.popitem(last=False)
 
 
-def _loaded(entity: Any) -> Loaded:
+def _loaded(entity: Mapping[str, Any], etag: str) -> Loaded:
     """A state row as loaded; an unreadable one is reported, never overwritten."""
-    etag = str(entity.metadata["etag"])
     try:
         return Loaded(from_entity(entity), etag)
     except (KeyError, ValueError, TypeError) as exc:

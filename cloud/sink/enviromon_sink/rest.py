@@ -1,20 +1,23 @@
-"""Entity-group transactions (OData ``$batch``) on azure-core's public pipeline.
+"""The two Table calls of the sink's hot path, on azure-core's public pipeline.
 
-Why this is written here rather than left to ``TableClient.submit_transaction``: the SDK builds
-each transaction's multipart body with the standard library's ``email`` package, parses the
-answer with ``email.feedparser`` and starts a thread pool per transaction. Measured on this
-project's sink (docs/sink.md), that is ~6 ms of client CPU per transaction plus ~0.5 ms per
-operation: most of the sink's CPU once a batch's streams share transactions. The wire format
-is small and fixed (Azure Tables, "Performing entity group transactions"): one changeset of
-HTTP requests, answered by one HTTP response per operation, or by the one that failed. This
-module writes it with string formatting and reads the answer's status lines and ETags.
+Entity-group transactions (OData ``$batch``) and entity queries. Why these are written here
+rather than left to ``TableClient``: the SDK builds each transaction's multipart body with the
+standard library's ``email`` package, parses the answer with ``email.feedparser`` and starts a
+thread pool per transaction (~6 ms of client CPU per transaction plus ~0.5 ms per operation,
+measured: docs/sink.md), and runs every queried entity through its generic model deserialiser
+(~2.5 ms of a 13-row query's ~4 ms). Once a batch's streams share requests, that was most of
+the sink's CPU. The wire formats are small and fixed (Azure Tables REST: "Performing entity
+group transactions", "Query Entities", "Payload format for Table service operations"): this
+module writes them with string formatting and ``json`` and reads back status lines, ETags and
+JSON entities.
 
 Everything around the wire is public API: ``azure.core.PipelineClient`` with azure-core's
 retry, user-agent and SAS policies and the caller's transport; the SAS of an account key comes
 from ``azure.data.tables.generate_account_sas``; failures are azure-core's exception types
-(:class:`TransactionRefused` is an ``HttpResponseError``). :func:`for_table` builds a
-:class:`PipelineTransactions` from a ``TableClient``'s public ``url`` and ``credential``, or
-falls back to :class:`SdkTransactions` (the SDK's own path) for credentials it cannot use.
+(:class:`TransactionRefused` is an ``HttpResponseError``). :func:`for_table` builds
+:class:`PipelineCalls` from a ``TableClient``'s public ``url``, ``table_name`` and
+``credential``, or falls back to :class:`SdkCalls` (the SDK's own path) for a credential the
+pipeline cannot use (a token credential).
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ from azure.data.tables import (
     generate_account_sas,
 )
 
+#: An entity as read back: property name → value.
+Entity = dict[str, Any]
 #: An operation as ``TableClient.submit_transaction`` takes it:
 #: ``(kind, entity)`` or ``(kind, entity, options)``; kinds ``create``, ``update``, ``upsert``,
 #: ``delete``; options ``mode`` (REPLACE or MERGE), ``etag`` + ``match_condition``.
@@ -67,8 +72,8 @@ _BOUNDARY: Final = re.compile(r'boundary="?([^";\r\n]+)"?', re.IGNORECASE)
 _FAILED_INDEX: Final = re.compile(r"^(\d+):")
 
 
-class Transactions(Protocol):
-    """Sends one transaction: all operations land, or none (raises)."""
+class TableCalls(Protocol):
+    """Transactions and queries on one table."""
 
     def submit(self, operations: Sequence[Operation]) -> list[dict[str, Any]]:
         """Each operation's answer (``{"etag": ...}`` where there is one), in order.
@@ -77,6 +82,15 @@ class Transactions(Protocol):
             TransactionRefused: the changeset failed (``status_code``, ``error_code``,
                 ``failed_index``); nothing in it landed.
             azure.core.exceptions.AzureError: the request itself failed (connection, 5xx).
+        """
+        ...
+
+    def query(self, where: str, parameters: Mapping[str, str]) -> list[tuple[Entity, str]]:
+        """Every entity matching the OData filter ``where``, with its ETag, all pages.
+
+        ``@name`` in ``where`` stands for ``parameters[name]``, a string (quoted here).
+        Int64 properties come back as ``EntityProperty(…, INT64)``, DateTime as aware
+        ``datetime``, Binary as ``bytes``, as the SDK gives them.
         """
         ...
 
@@ -94,14 +108,14 @@ class TransactionRefused(HttpResponseError):
         self.failed_index = failed_index
 
 
-class SdkTransactions:
-    """:class:`Transactions` by the SDK's ``submit_transaction`` (any credential it takes)."""
+class SdkCalls:
+    """:class:`TableCalls` by the SDK's own ``TableClient`` calls (any credential it takes)."""
 
     def __init__(self, *, table: TableClient) -> None:
         self._table = table
 
     def submit(self, operations: Sequence[Operation]) -> list[dict[str, Any]]:
-        """See :meth:`Transactions.submit`."""
+        """See :meth:`TableCalls.submit`."""
         try:
             return [dict(meta) for meta in self._table.submit_transaction(list(operations))]
         except TableTransactionError as exc:
@@ -113,9 +127,16 @@ class SdkTransactions:
                 failed_index=_failed_index(message),
             ) from exc
 
+    def query(self, where: str, parameters: Mapping[str, str]) -> list[tuple[Entity, str]]:
+        """See :meth:`TableCalls.query`."""
+        return [
+            (dict(entity), str(entity.metadata["etag"]))
+            for entity in self._table.query_entities(where, parameters=dict(parameters))
+        ]
 
-class PipelineTransactions:
-    """:class:`Transactions` written on an azure-core pipeline (see the module docstring)."""
+
+class PipelineCalls:
+    """:class:`TableCalls` written on an azure-core pipeline (see the module docstring)."""
 
     def __init__(
         self,
@@ -183,7 +204,8 @@ class PipelineTransactions:
         self._sas_expiry = now + SAS_LIFETIME
         return generate_account_sas(
             self._key,
-            resource_types=ResourceTypes(object=True),
+            # Azurite files "Query Entities" under the container (table) resource type.
+            resource_types=ResourceTypes(container=True, object=True),
             permission=AccountSasPermissions(
                 read=True, write=True, delete=True, add=True, update=True
             ),
@@ -200,7 +222,7 @@ class PipelineTransactions:
                 self._sas.update(self._new_sas())
 
     def submit(self, operations: Sequence[Operation]) -> list[dict[str, Any]]:
-        """See :meth:`Transactions.submit`: one POST of the changeset to ``$batch``."""
+        """See :meth:`TableCalls.submit`: one POST of the changeset to ``$batch``."""
         if not operations:
             return []
         self._renew_sas()
@@ -220,21 +242,50 @@ class PipelineTransactions:
             raise HttpResponseError(response=response)
         return _answers(response.text(), len(operations))
 
+    def query(self, where: str, parameters: Mapping[str, str]) -> list[tuple[Entity, str]]:
+        """See :meth:`TableCalls.query`: GETs of ``<table>()``, following continuations."""
+        self._renew_sas()
+        base = f"{self._account}/{self._table_name}()?$filter={quote(_bind(where, parameters))}"
+        if self._query:
+            base += f"&{self._query}"
+        found: list[tuple[Entity, str]] = []
+        url = base
+        while True:
+            request = HttpRequest(
+                "GET", url, headers={"Accept": "application/json;odata=minimalmetadata"}
+            )
+            response = self._client.send_request(request)
+            response.read()
+            if response.status_code != 200:
+                raise HttpResponseError(response=response)
+            try:
+                rows = json.loads(response.text())["value"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise HttpResponseError(message="query answer is not an OData feed") from exc
+            found.extend(_entity(row) for row in rows)
+            next_pk = response.headers.get("x-ms-continuation-NextPartitionKey")
+            if not next_pk:
+                return found
+            url = f"{base}&NextPartitionKey={quote(next_pk)}"
+            next_rk = response.headers.get("x-ms-continuation-NextRowKey")
+            if next_rk:
+                url += f"&NextRowKey={quote(next_rk)}"
+
 
 def for_table(
     table: TableClient,
     *,
     transport: HttpTransport[Any, Any] | None = None,
     retry_total: int = 3,
-) -> Transactions:
-    """:class:`PipelineTransactions` for ``table`` when its key or SAS allows, else the SDK's.
+) -> TableCalls:
+    """:class:`PipelineCalls` for ``table`` when its key or SAS allows, else :class:`SdkCalls`.
 
     Only ``table``'s public ``url``, ``table_name`` and ``credential`` are read.
     """
     credential = table.credential
     has_sas = bool(urlsplit(table.url).query)
     if has_sas and credential is None:
-        return PipelineTransactions(
+        return PipelineCalls(
             account_url=table.url,
             table_name=table.table_name,
             credential=None,
@@ -242,14 +293,14 @@ def for_table(
             retry_total=retry_total,
         )
     if isinstance(credential, AzureNamedKeyCredential | AzureSasCredential) and not has_sas:
-        return PipelineTransactions(
+        return PipelineCalls(
             account_url=table.url,
             table_name=table.table_name,
             credential=credential,
             transport=transport,
             retry_total=retry_total,
         )
-    return SdkTransactions(table=table)
+    return SdkCalls(table=table)
 
 
 # -- the wire ------------------------------------------------------------------------------
@@ -429,3 +480,51 @@ def _failed_index(message: str) -> int | None:
     """The ``<index>:`` the service puts before a failed changeset operation's message."""
     found = _FAILED_INDEX.match(message.strip())
     return int(found.group(1)) if found else None
+
+
+# -- queries ---------------------------------------------------------------------------------
+
+_PARAMETER: Final = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _bind(where: str, parameters: Mapping[str, str]) -> str:
+    """``where`` with each ``@name`` replaced by its parameter as an OData string literal."""
+
+    def literal(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in parameters:
+            raise ValueError(f"query parameter @{name} has no value")
+        value = parameters[name]
+        if not isinstance(value, str):
+            raise TypeError(f"query parameter @{name} must be a string")
+        return "'" + value.replace("'", "''") + "'"
+
+    return _PARAMETER.sub(literal, where)
+
+
+def _entity(row: Mapping[str, Any]) -> tuple[Entity, str]:
+    """A JSON entity (minimal metadata) as the SDK would give it, and its ETag."""
+    entity: Entity = {}
+    etag = row.get("odata.etag")
+    for name, value in row.items():
+        if name.startswith("odata.") or name.endswith("@odata.type") or name == "Timestamp":
+            continue
+        edm = row.get(f"{name}@odata.type")
+        if edm == "Edm.Int64":
+            entity[name] = EntityProperty(int(value), EdmType.INT64)
+        elif edm == "Edm.DateTime":
+            entity[name] = datetime.fromisoformat(value).astimezone(UTC)
+        elif edm == "Edm.Binary":
+            entity[name] = base64.b64decode(value)
+        elif edm == "Edm.Double":
+            entity[name] = float(value)  # "NaN", "Infinity" come as strings
+        elif isinstance(value, int) and not isinstance(value, bool) and value not in _INT32:
+            entity[name] = EntityProperty(value, EdmType.INT64)
+        else:
+            entity[name] = value
+    if not etag:
+        timestamp = row.get("Timestamp")
+        if not isinstance(timestamp, str):
+            raise HttpResponseError(message="queried entity has neither ETag nor Timestamp")
+        etag = "W/\"datetime'" + quote(timestamp, safe="") + "'\""
+    return entity, str(etag)
