@@ -22,6 +22,10 @@ Figures (one name=value per line):
                                  from 8 partitions, 8 workers, every batch twice; ours and the
                                  original: speedup_vs_original (goal >= 5),
                                  table_requests_per_reading (goal <= 0.5), lost/double_counted
+  sink.steady.sdk_calls.*         the steady load with ENVIROMON_TABLE_CALLS=sdk (the storage
+                                 SDK's own transactions and queries, not rest.py's):
+                                 readings_per_s, speedup_vs_original, lost, double_counted;
+                                 sink.steady.pipeline_over_sdk_calls = ours / that
   sink.readings_per_s.devices_N   N = 10, 100, 1,000, 10,000 devices, 10,000 readings each run
                                  (goal: flat within 3x from 10 to 10,000)
   sink.readings_per_s.workers_N   50 devices, 4,000 readings, N workers
@@ -74,17 +78,24 @@ def _timed_load(
     workers: int,
     work: Callable[..., Any],
     initializer: Callable[..., None],
+    initargs: tuple[Any, ...] = (),
 ) -> tuple[load.Workload, list[Any], float]:
     """The same load for both algorithms: the workload, each batch's result, and seconds."""
     workload = load.build(devices=devices, readings=readings, partitions=8, batch_size=100)
     start = time.perf_counter()
     results = load.run(
-        workload, workers=workers, work=work, initializer=initializer, initargs=(conn, prefix)
+        workload,
+        workers=workers,
+        work=work,
+        initializer=initializer,
+        initargs=(conn, prefix, *initargs),
     )
     return workload, results, time.perf_counter() - start
 
 
-def run_ours(conn: str, *, devices: int, readings: int, workers: int) -> dict[str, float]:
+def run_ours(
+    conn: str, *, devices: int, readings: int, workers: int, table_calls: str = "pipeline"
+) -> dict[str, float]:
     prefix = _prefix()
     sink = Sink.from_connection_string(conn, table_prefix=prefix)
     workload, results, elapsed = _timed_load(
@@ -95,6 +106,7 @@ def run_ours(conn: str, *, devices: int, readings: int, workers: int) -> dict[st
         workers=workers,
         work=sink_workers.work_ours,
         initializer=sink_workers.init_ours,
+        initargs=(table_calls,),
     )
     truth = workload.readings_per_device
     states = sink.list_devices()
@@ -223,6 +235,26 @@ def _bench(conn: str) -> None:
     _emit("sink.steady.double_counted", int(steady["double_counted"]))
     _emit("sink.steady.original_lost", int(steady_original["never_counted"]))
     _emit("sink.steady.original_double_counted", int(steady_original["double_counted"]))
+    # The same steady load with the storage SDK's own calls (ENVIROMON_TABLE_CALLS=sdk): what
+    # the hand-written requests of rest.py are worth.
+    steady_sdk = run_ours(
+        conn,
+        devices=STEADY_DEVICES,
+        readings=STEADY_READINGS,
+        workers=WORKERS,
+        table_calls="sdk",
+    )
+    _emit("sink.steady.sdk_calls.readings_per_s", steady_sdk["readings_per_s"])
+    _emit(
+        "sink.steady.sdk_calls.speedup_vs_original",
+        steady_sdk["readings_per_s"] / steady_original["readings_per_s"],
+    )
+    _emit(
+        "sink.steady.pipeline_over_sdk_calls",
+        steady["readings_per_s"] / steady_sdk["readings_per_s"],
+    )
+    _emit("sink.steady.sdk_calls.lost", int(steady_sdk["lost"]))
+    _emit("sink.steady.sdk_calls.double_counted", int(steady_sdk["double_counted"]))
 
     rates: dict[int, float] = {}
     for devices in (10, 100, 1000, 10_000):

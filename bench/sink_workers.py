@@ -40,12 +40,16 @@ _transport: FaultyTransport | None = None
 _original: _Original | None = None
 
 
-def init_ours(conn: str, prefix: str) -> None:
+def init_ours(conn: str, prefix: str, table_calls: str = "pipeline") -> None:
     """Worker initializer: one Sink per process, with a request-counting transport."""
     global _sink, _transport
     _transport = FaultyTransport()
     _sink = Sink.from_connection_string(
-        conn, table_prefix=prefix, transport=_transport, create_tables=False
+        conn,
+        table_prefix=prefix,
+        transport=_transport,
+        create_tables=False,
+        table_calls=table_calls,
     )
 
 

@@ -32,6 +32,7 @@ def test_defaults_from_minimal_environment() -> None:
     assert s.history_retention_days == 30
     assert s.cors_origins == ()
     assert s.negotiate_minutes == 60
+    assert s.table_calls == "pipeline"
 
 
 def test_every_setting_is_read() -> None:
@@ -46,6 +47,7 @@ def test_every_setting_is_read() -> None:
             ENVIROMON_CORS_ORIGINS="https://dash.example.com, http://127.0.0.1:8080/",
             ENVIROMON_NEGOTIATE_MINUTES="15",
             ENVIROMON_PUBLISH_TIMEOUT_SECONDS="2.5",
+            ENVIROMON_TABLE_CALLS="SDK",
         )
     )
     assert s.webpubsub_connection_string == PUBSUB
@@ -56,6 +58,7 @@ def test_every_setting_is_read() -> None:
     assert s.cors_origins == ("https://dash.example.com", "http://127.0.0.1:8080")
     assert s.negotiate_minutes == 15
     assert s.publish_timeout_seconds == 2.5
+    assert s.table_calls == "sdk" and s.sink_options()["table_calls"] == "sdk"
 
 
 def test_azurewebjobsstorage_is_the_fallback() -> None:
@@ -104,6 +107,7 @@ def test_alert_can_be_switched_off() -> None:
         (env(ENVIROMON_NEGOTIATE_MINUTES="61"), "ENVIROMON_NEGOTIATE_MINUTES"),
         (env(ENVIROMON_NEGOTIATE_MINUTES="0"), "ENVIROMON_NEGOTIATE_MINUTES"),
         (env(ENVIROMON_PUBLISH_TIMEOUT_SECONDS="-1"), "ENVIROMON_PUBLISH_TIMEOUT_SECONDS"),
+        (env(ENVIROMON_TABLE_CALLS="fast"), "ENVIROMON_TABLE_CALLS"),
     ],
 )
 def test_bad_setting_is_named(environ: dict[str, str], named: str) -> None:

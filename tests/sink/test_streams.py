@@ -65,9 +65,10 @@ def test_two_modules_on_one_device_are_counted_apart(azurite: str, table_prefix:
     assert {r["streamId"] for r in one.readings} == {"edge-1!enviro_sensor"}
 
 
-def test_poison_device_never_stalls_the_others(azurite: str, table_prefix: str) -> None:
+@pytest.mark.parametrize("calls", ["pipeline", "sdk"])
+def test_poison_device_never_stalls_the_others(calls: str, azurite: str, table_prefix: str) -> None:
     """seq 2**63 - 1 then a new boot, beside 49 good devices: all counted, the next batch too."""
-    sink = Sink.from_connection_string(azurite, table_prefix=table_prefix)
+    sink = Sink.from_connection_string(azurite, table_prefix=table_prefix, table_calls=calls)
     poison = [
         event(reading_body(1, boot="0000000000000bad"), device="pi-poison", seq_no=1),
         event(reading_body(INT64_MAX, boot="0000000000000bad", ts=T0), device="pi-poison"),
@@ -83,13 +84,14 @@ def test_poison_device_never_stalls_the_others(azurite: str, table_prefix: str) 
     assert all(d["count"] == 2 for d in sink.list_devices() if d["deviceId"] != "pi-poison")
 
 
+@pytest.mark.parametrize("calls", ["pipeline", "sdk"])
 def test_a_stream_storage_refuses_is_dead_lettered_and_the_rest_commits(
-    azurite: str, table_prefix: str
+    calls: str, azurite: str, table_prefix: str
 ) -> None:
     """A non-transient refusal of one stream's part: that part dead-lettered, 49 others commit."""
     transport = FaultyTransport()
     sink = Sink.from_connection_string(
-        azurite, table_prefix=table_prefix, transport=transport, retry_total=0
+        azurite, table_prefix=table_prefix, transport=transport, retry_total=0, table_calls=calls
     )
     # "pi-0-bad" sorts first, so it is the first operation of the first transaction; the
     # refusal (a 400 for the transaction) is repeated when it is sent alone.
@@ -123,11 +125,12 @@ def test_history_pages_with_a_continuation_token(azurite: str, table_prefix: str
     assert seen == list(range(1, 251)) and token is None
 
 
+@pytest.mark.parametrize("calls", ["pipeline", "sdk"])
 def test_unreadable_stored_state_is_kept_and_its_part_dead_lettered(
-    azurite: str, table_prefix: str
+    calls: str, azurite: str, table_prefix: str
 ) -> None:
     """A state row edited into nonsense is not overwritten; its part waits in dead letters."""
-    sink = Sink.from_connection_string(azurite, table_prefix=table_prefix)
+    sink = Sink.from_connection_string(azurite, table_prefix=table_prefix, table_calls=calls)
     sink.process([event(reading_body(1), device=d) for d in ("pi-broken", "pi-fine")])
     table = TableServiceClient.from_connection_string(azurite).get_table_client(
         table_name(table_prefix, "streams")

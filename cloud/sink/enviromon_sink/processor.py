@@ -168,6 +168,7 @@ class Sink:
         create_tables: bool = True,
         retry_total: int = 3,
         storage_request_logs: bool = False,
+        table_calls: str = "pipeline",
         **kw: Any,
     ) -> Sink:
         """A sink on the Table service of ``conn`` (Azure Storage or Azurite).
@@ -179,6 +180,8 @@ class Sink:
             create_tables: create the tables if missing.
             retry_total: the SDK's own retries of transient failures per request.
             storage_request_logs: keep the storage SDK's per-request INFO log lines.
+            table_calls: ``pipeline`` (rest.py) or ``sdk``: how the hot path's transactions
+                and state queries are sent.
             **kw: passed to :class:`Sink` (clock, temperature_alert, retention, deadline_s...).
         """
         quiet_sdk_request_logs(storage_request_logs)
@@ -195,7 +198,9 @@ class Sink:
         return cls(
             streams=TableStreamStore(
                 table=streams,
-                calls=for_table(streams, transport=transport, retry_total=retry_total),
+                calls=for_table(
+                    streams, transport=transport, retry_total=retry_total, kind=table_calls
+                ),
             ),
             dead_letters=DeadLetterTable(table=service.get_table_client(names["deadletter"])),
             **kw,

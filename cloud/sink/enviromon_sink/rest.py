@@ -61,6 +61,8 @@ Entity = dict[str, Any]
 #: ``delete``; options ``mode`` (REPLACE or MERGE), ``etag`` + ``match_condition``.
 Operation = tuple[Any, ...]
 
+#: What :func:`for_table` can build: this module's calls, or the SDK's own.
+CALL_KINDS: Final = ("pipeline", "sdk")
 API_VERSION: Final = "2019-02-02"
 #: Lifetime of the SAS made from an account key; a new one is made this long before it ends.
 SAS_LIFETIME: Final = timedelta(hours=1)
@@ -277,11 +279,17 @@ def for_table(
     *,
     transport: HttpTransport[Any, Any] | None = None,
     retry_total: int = 3,
+    kind: str = "pipeline",
 ) -> TableCalls:
     """:class:`PipelineCalls` for ``table`` when its key or SAS allows, else :class:`SdkCalls`.
 
     Only ``table``'s public ``url``, ``table_name`` and ``credential`` are read.
+    ``kind="sdk"`` always gives :class:`SdkCalls`.
     """
+    if kind not in CALL_KINDS:
+        raise ValueError(f"kind must be one of {CALL_KINDS}, not {kind!r}")
+    if kind == "sdk":
+        return SdkCalls(table=table)
     credential = table.credential
     has_sas = bool(urlsplit(table.url).query)
     if has_sas and credential is None:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from enviromon_sink.errors import SettingsError
 from enviromon_sink.keys import table_name
+from enviromon_sink.rest import CALL_KINDS as TABLE_CALL_KINDS
 
 # The names, in one place: docs/sink-deploy.md lists them for operators.
 TABLES_CONNECTION = "AZURE_TABLES_CONNECTION_STRING"
@@ -31,6 +32,7 @@ HISTORY_RETENTION_DAYS = "ENVIROMON_HISTORY_RETENTION_DAYS"
 CORS_ORIGINS = "ENVIROMON_CORS_ORIGINS"
 NEGOTIATE_MINUTES = "ENVIROMON_NEGOTIATE_MINUTES"
 PUBLISH_TIMEOUT_SECONDS = "ENVIROMON_PUBLISH_TIMEOUT_SECONDS"
+TABLE_CALLS = "ENVIROMON_TABLE_CALLS"
 
 # Web PubSub hub names: start with a letter, then letters, digits or underscores.
 _HUB_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
@@ -55,6 +57,10 @@ class Settings:
             a static site on another origin); ``("*",)`` allows any.
         negotiate_minutes: lifetime of a dashboard token, 1 to 60.
         publish_timeout_seconds: connect/read timeout of one publish to Web PubSub.
+        table_calls: how the hot path's Table transactions and state queries are sent:
+            ``pipeline`` (enviromon_sink/rest.py, the default) or ``sdk`` (the storage
+            SDK's own calls, ~2x the client CPU; for an account where the hand-written
+            requests misbehave).
     """
 
     tables_connection_string: str
@@ -66,6 +72,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     negotiate_minutes: int = MAX_NEGOTIATE_MINUTES
     publish_timeout_seconds: float = 5.0
+    table_calls: str = "pipeline"
 
     def __post_init__(self) -> None:
         if not self.tables_connection_string.strip():
@@ -110,6 +117,10 @@ class Settings:
         ):
             raise SettingsError(
                 f"{PUBLISH_TIMEOUT_SECONDS}={self.publish_timeout_seconds!r}: above 0, at most 60"
+            )
+        if self.table_calls not in TABLE_CALL_KINDS:
+            raise SettingsError(
+                f"{TABLE_CALLS}={self.table_calls!r}: one of {', '.join(TABLE_CALL_KINDS)}"
             )
 
     @classmethod
@@ -156,6 +167,7 @@ class Settings:
             publish_timeout_seconds=_parse_float(
                 PUBLISH_TIMEOUT_SECONDS, _get(env, PUBLISH_TIMEOUT_SECONDS) or "5"
             ),
+            table_calls=(_get(env, TABLE_CALLS) or "pipeline").lower(),
         )
 
     def sink_options(self) -> dict[str, Any]:
@@ -164,6 +176,7 @@ class Settings:
             "table_prefix": self.table_prefix,
             "temperature_alert": self.alert_temperature_high,
             "retention": timedelta(days=self.history_retention_days),
+            "table_calls": self.table_calls,
         }
 
     def allowed_origin(self, origin: str | None) -> str | None:
