@@ -30,6 +30,11 @@ Figures (one name=value per line):
                                  (goal: flat within 3x from 10 to 10,000)
   sink.readings_per_s.workers_N   50 devices, 4,000 readings, N workers
 
+  sink.calls.<kind>.<call>.client_cpu_ms  client CPU per call, one client: kind = pipeline
+                                 (rest.py) or sdk (the storage SDK's calls); call =
+                                 transaction_1/12/100 (upserts of state-sized rows) or
+                                 query_13_rows (a state load); sink.calls.<call>.sdk_over_pipeline
+
 Set AZURE_TABLES_CONNECTION_STRING to run against a real account instead of a local Azurite.
 """
 
@@ -49,8 +54,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from azure.data.tables import TableServiceClient  # noqa: E402
+from azure.data.tables import (  # noqa: E402
+    EdmType,
+    EntityProperty,
+    TableServiceClient,
+    UpdateMode,
+)
 from enviromon_sink.processor import Sink  # noqa: E402
+from enviromon_sink.rest import CALL_KINDS, for_table  # noqa: E402
 
 from bench import sink_workers  # noqa: E402
 from tests.sink import load  # noqa: E402
@@ -164,6 +175,63 @@ def run_original(conn: str, *, devices: int, readings: int, workers: int) -> dic
     }
 
 
+def _state_like(i: int) -> dict[str, Any]:
+    """An entity the size and shape of a stream's state row."""
+    int64 = {"Count", "Duplicates", "Missing", "Rejected", "LastSeq"}
+    return {
+        "PartitionKey": "b00",
+        "RowKey": f"s$pi-{i:05d}",
+        "DeviceId": f"pi-{i:05d}",
+        "ModuleId": "",
+        **{name: EntityProperty(5, EdmType.INT64) for name in int64},
+        "Boot": "0a1b2c3d",
+        "Boots": '[{"b":"0a1b2c3d","s":5,"g":[],"t":1764039600000000}]',
+        "Values": '{"temperature":21.5,"humidity":45.0,"pressure":1000.0}',
+        "Source": "simulated",
+        "Calibration": 0,
+        "Alert": False,
+        "Flags": "[]",
+        "Label": "",
+        "Recent": "[" + ",".join(['{"b":"0a1b2c3d","s":5,"t":"2026-11-25T03:00:00Z"}'] * 10) + "]",
+        "Rollup": "{}",
+        "HistoryFrom": "",
+    }
+
+
+def calls_cpu_ms(conn: str) -> dict[str, float]:
+    """Client CPU per call of rest.py's requests and of the SDK's, one client, same Azurite."""
+    service = TableServiceClient.from_connection_string(conn)
+    name = f"{_prefix()}calls"
+    table = service.create_table(name)
+    out: dict[str, float] = {}
+    try:
+        for kind in CALL_KINDS:
+            calls = for_table(table, kind=kind)
+            for size in (1, 12, 100):
+                reps = max(5, 600 // size)
+                start = time.process_time()
+                for r in range(reps):
+                    calls.submit(
+                        [
+                            ("upsert", _state_like(r * 100 + i), {"mode": UpdateMode.REPLACE})
+                            for i in range(size)
+                        ]
+                    )
+                out[f"{kind}.transaction_{size}"] = (time.process_time() - start) / reps * 1000
+            keys = [f"s$pi-{i:05d}" for i in range(0, 1300, 100)]
+            where = "PartitionKey eq @pk and RowKey ge @lo and ( {} )".format(
+                " or ".join(f"RowKey eq @k{i}" for i in range(len(keys)))
+            )
+            params = {"pk": "b00", "lo": keys[0], **{f"k{i}": k for i, k in enumerate(keys)}}
+            start = time.process_time()
+            for _ in range(200):
+                assert len(calls.query(where, params)) == len(keys)
+            out[f"{kind}.query_13_rows"] = (time.process_time() - start) / 200 * 1000
+    finally:
+        service.delete_table(name)
+    return out
+
+
 def _with_tables(body: Callable[[str], None]) -> None:
     external = os.environ.get("AZURE_TABLES_CONNECTION_STRING")
     if external:
@@ -183,6 +251,14 @@ def _emit(name: str, value: Any) -> None:
 
 
 def _bench(conn: str) -> None:
+    per_call = calls_cpu_ms(conn)
+    for figure, ms in per_call.items():
+        _emit(f"sink.calls.{figure}.client_cpu_ms", ms)
+    for call in ("transaction_1", "transaction_12", "transaction_100", "query_13_rows"):
+        _emit(
+            f"sink.calls.{call}.sdk_over_pipeline",
+            per_call[f"sdk.{call}"] / per_call[f"pipeline.{call}"],
+        )
     ours = run_ours(conn, devices=DEVICES, readings=READINGS, workers=WORKERS)
     original = run_original(conn, devices=DEVICES, readings=READINGS, workers=WORKERS)
     _emit("sink.load", f"{READINGS}_readings_{DEVICES}_devices_{WORKERS}_workers_each_batch_twice")

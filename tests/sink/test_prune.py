@@ -121,3 +121,22 @@ def test_legacy_state_row_without_history_from_is_still_pruned(
     assert prune_queries(transport) == queried + 1
     remaining = chunks(azurite, table_prefix)
     assert len(remaining) == 1 and remaining[0] not in old
+
+
+def test_a_worker_forgets_prunes_older_than_the_interval(azurite: str, table_prefix: str) -> None:
+    """The map of recent prunes holds one interval's streams, not every stream ever seen."""
+    now = [T0]
+    sink = Sink.from_connection_string(
+        azurite,
+        table_prefix=table_prefix,
+        retention=RETENTION,
+        prune_interval=timedelta(hours=1),
+        prune_devices_per_batch=4,
+        clock=_clock(now),
+    )
+    for hour in range(5):
+        now[0] = T0 + timedelta(hours=hour, minutes=1)
+        sink.process([event(reading_body(1, ts=now[0]), device=f"pi-{hour}-{d}") for d in range(4)])
+        # White-box on purpose: the bound is on memory, which no reply shows.
+        remembered = set(sink._pruned_at)
+        assert remembered == {f"pi-{hour}-{d}" for d in range(4)}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -148,7 +149,10 @@ class Sink:
         self._retention = retention
         self._prune_interval = prune_interval
         self._prune_per_batch = prune_devices_per_batch
-        self._pruned_at: dict[str, datetime] = {}
+        # stream key → when this worker last pruned it, oldest first; entries older than
+        # prune_interval are dropped (such a stream is due again anyway), so the map holds
+        # only the streams pruned within one interval, not every stream ever seen.
+        self._pruned_at: OrderedDict[str, datetime] = OrderedDict()
         self._deadline_s = deadline_s
         self._base = backoff_base_s
         self._cap = backoff_max_s
@@ -457,6 +461,13 @@ class Sink:
         ][: self._prune_per_batch]
         for key in due:
             self._pruned_at[key] = now
+            self._pruned_at.move_to_end(key)
+        while self._pruned_at:
+            oldest = next(iter(self._pruned_at))
+            if now - self._pruned_at[oldest] < self._prune_interval:
+                break
+            del self._pruned_at[oldest]
+        for key in due:
             try:
                 deleted = self._streams.prune(key, now - self._retention, max_rows=100)
             except Exception as exc:
