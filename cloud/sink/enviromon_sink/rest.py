@@ -38,6 +38,8 @@ from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline.policies import (
     AzureSasCredentialPolicy,
     HeadersPolicy,
+    HttpLoggingPolicy,
+    RequestIdPolicy,
     RetryPolicy,
     UserAgentPolicy,
 )
@@ -181,6 +183,7 @@ class PipelineCalls:
         self._sas_expiry: datetime | None = None
         self._lock = threading.Lock()
         policies: list[Any] = [
+            RequestIdPolicy(),  # x-ms-client-request-id, as the SDK's requests carry
             HeadersPolicy(
                 {
                     "x-ms-version": API_VERSION,
@@ -189,13 +192,16 @@ class PipelineCalls:
                     "Accept": "application/json",
                 }
             ),
-            UserAgentPolicy(sdk_moniker="enviromon-sink-transactions"),
+            UserAgentPolicy(sdk_moniker="enviromon-sink-rest"),
             RetryPolicy(retry_total=retry_total, retry_backoff_factor=retry_backoff_factor),
         ]
         if self._key is not None:
             self._sas = AzureSasCredential(self._new_sas())
         if self._sas is not None:
             policies.append(AzureSasCredentialPolicy(self._sas))
+        # The SDK's per-request log lines, under the same logger (tables.quiet_sdk_request_logs
+        # turns them off by default); it redacts the SAS signature.
+        policies.append(HttpLoggingPolicy())
         self._client: PipelineClient[Any, Any] = PipelineClient(
             self._account, policies=policies, transport=transport
         )
