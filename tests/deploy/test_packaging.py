@@ -119,3 +119,13 @@ def test_env_and_generated_config_are_git_ignored() -> None:
     lines = (EDGE / ".env.template").read_text(encoding="utf-8").splitlines()
     settings = [line for line in lines if line and not line.startswith("#")]
     assert settings == [f"CONTAINER_REGISTRY_{k}=" for k in ("SERVER", "USERNAME", "PASSWORD")]
+
+
+@pytest.mark.parametrize(
+    "project", ["pyproject.toml", "cloud/sink/pyproject.toml", "sim/pyproject.toml"]
+)
+def test_every_package_needs_python_311(project: str) -> None:
+    """Every package uses datetime.UTC (3.11+): none may claim 3.10."""
+    meta = tomllib.loads((REPO / project).read_text(encoding="utf-8"))["project"]
+    spec = SpecifierSet(meta["requires-python"])
+    assert Version("3.11") in spec and Version("3.10") not in spec
