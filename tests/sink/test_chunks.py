@@ -39,9 +39,10 @@ _items = st.lists(
 def test_plan_keeps_every_reading_once_in_bounded_rows(
     recent: list[chunks.Item], new: list[chunks.Item]
 ) -> None:
-    """Recent + new = the cut chunks + the new Recent; a chunk spans ≤ 1 h and ≤ 30,000 chars."""
+    """Recent + new = the cut chunks + the new Recent (its JSON too); chunks ≤ 1 h, 30,000 chars."""
     new = [dict(i, b="bbbbbbbb") for i in new]  # distinct from recent's readings
-    cut, kept = chunks.plan(recent, new)
+    cut, kept, text = chunks.plan_dumped(recent, new)
+    assert (cut, kept) == chunks.plan(recent, new) and text == chunks.dumps(kept)
     placed = [chunks.sort_key(i) for c in cut for i in c] + [chunks.sort_key(i) for i in kept]
     assert sorted(placed) == sorted(chunks.sort_key(i) for i in [*recent, *new])
     for chunk in cut:

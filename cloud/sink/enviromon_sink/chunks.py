@@ -98,16 +98,26 @@ def loads(text: str | None) -> list[Item]:
 
 def plan(recent: Sequence[Item], new: Sequence[Item]) -> tuple[list[list[Item]], list[Item]]:
     """What a commit writes: the chunks to store as history rows, and the new ``Recent``."""
+    cut, kept, _ = plan_dumped(recent, new)
+    return cut, kept
+
+
+def plan_dumped(
+    recent: Sequence[Item], new: Sequence[Item]
+) -> tuple[list[list[Item]], list[Item], str]:
+    """:func:`plan`, and the new ``Recent`` as :func:`dumps` gives it (made once, not twice)."""
     items = [*recent, *new]
     if not items:
-        return [], []
+        return [], [], "[]"
     times = [ts_of(i) for i in items]
-    if (
-        len(items) < FLUSH_AT
-        and max(times) - min(times) <= SPAN
-        and len(dumps(items)) <= MAX_RECENT_CHARS
-    ):
-        return [], items
+    if len(items) < FLUSH_AT and max(times) - min(times) <= SPAN:
+        text = dumps(items)
+        if len(text) <= MAX_RECENT_CHARS:
+            return [], items, text
+    return _cut(items), [], "[]"
+
+
+def _cut(items: list[Item]) -> list[list[Item]]:
     ordered = sorted(items, key=sort_key)
     chunks: list[list[Item]] = []
     current: list[Item] = []
@@ -125,4 +135,4 @@ def plan(recent: Sequence[Item], new: Sequence[Item]) -> tuple[list[list[Item]],
         chars += size
     if current:
         chunks.append(current)
-    return chunks, []
+    return chunks

@@ -255,7 +255,7 @@ class TableStreamStore:
                 return None
             recent, opened, history_from = known
         new = [chunks.compact(r) for r in write.readings]
-        cut, kept = chunks.plan(recent, new)
+        cut, kept, kept_text = chunks.plan_dumped(recent, new)
         if cut and history_from is not None:  # unknown (a legacy row) stays unknown
             oldest = min(time_key(chunks.ts_of(chunk[0])) for chunk in cut)
             history_from = min(history_from, oldest) if history_from else oldest
@@ -276,7 +276,7 @@ class TableStreamStore:
             )
         return (
             history,
-            _state_op(write, kept, opened, history_from),
+            _state_op(write, kept_text, opened, history_from),
             (kept, opened, history_from),
         )
 
@@ -647,10 +647,10 @@ def _pack(
 
 
 def _state_op(
-    write: StreamWrite, recent: list[chunks.Item], opened: rollups.Open, history_from: str | None
+    write: StreamWrite, recent_text: str, opened: rollups.Open, history_from: str | None
 ) -> tuple[Any, ...]:
     entity = to_entity(write.state)
-    entity["Recent"] = chunks.dumps(recent)
+    entity["Recent"] = recent_text
     entity["Rollup"] = rollups.dumps(opened)
     if history_from is not None:
         entity["HistoryFrom"] = history_from
