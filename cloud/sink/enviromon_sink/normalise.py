@@ -536,7 +536,13 @@ def _parse_loose_ts(text: str) -> datetime:
 
 
 def _depth(raw: bytes) -> int:
-    """Deepest bracket nesting, skipping string contents; cheap enough for 256 KiB."""
+    """Deepest bracket nesting, skipping string contents; cheap enough for 256 KiB.
+
+    With at most MAX_DEPTH opening brackets in all, their count (a bound) is returned.
+    """
+    opening = raw.count(b"[") + raw.count(b"{")
+    if opening <= MAX_DEPTH:  # so few brackets cannot nest deeper (the common case: 2)
+        return opening
     depth = deepest = 0
     for match in _STRUCTURE_RE.finditer(raw):
         token = match.group()
