@@ -300,24 +300,21 @@ def for_table(
     if kind == "sdk":
         return SdkCalls(table=table)
     credential = table.credential
-    has_sas = bool(urlsplit(table.url).query)
-    if has_sas and credential is None:
-        return PipelineCalls(
-            account_url=table.url,
-            table_name=table.table_name,
-            credential=None,
-            transport=transport,
-            retry_total=retry_total,
-        )
-    if isinstance(credential, AzureNamedKeyCredential | AzureSasCredential) and not has_sas:
-        return PipelineCalls(
-            account_url=table.url,
-            table_name=table.table_name,
-            credential=credential,
-            transport=transport,
-            retry_total=retry_total,
-        )
-    return SdkCalls(table=table)
+    sas_in_url = bool(urlsplit(table.url).query)  # a SAS connection string
+    chosen: AzureNamedKeyCredential | AzureSasCredential | None
+    if sas_in_url and credential is None:
+        chosen = None
+    elif not sas_in_url and isinstance(credential, AzureNamedKeyCredential | AzureSasCredential):
+        chosen = credential
+    else:
+        return SdkCalls(table=table)
+    return PipelineCalls(
+        account_url=table.url,
+        table_name=table.table_name,
+        credential=chosen,
+        transport=transport,
+        retry_total=retry_total,
+    )
 
 
 # -- the wire ------------------------------------------------------------------------------
