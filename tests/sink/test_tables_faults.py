@@ -45,6 +45,11 @@ def assert_exact(conn: str, prefix: str, sink: Sink) -> None:
     assert len(rows(conn, prefix, "deadletter")) == 1
 
 
+def is_state_load(method: str, url: str) -> bool:
+    """A load of streams' state rows: a query of the streams table."""
+    return method == "GET" and "streams()?$filter=" in url
+
+
 @pytest.mark.parametrize(
     ("match", "kind"),
     [
@@ -52,8 +57,17 @@ def assert_exact(conn: str, prefix: str, sink: Sink) -> None:
         (is_state_write, "drop"),  # the write landed, the response was lost
         (is_batch, "503"),
         (is_batch, "drop"),
+        (is_state_load, "503"),
+        (is_state_load, "drop"),
     ],
-    ids=["state-503", "state-dropped", "transaction-503", "transaction-dropped"],
+    ids=[
+        "state-503",
+        "state-dropped",
+        "transaction-503",
+        "transaction-dropped",
+        "load-503",
+        "load-dropped",
+    ],
 )
 def test_fault_raises_and_redelivery_counts_once(
     azurite: str, table_prefix: str, match: object, kind: str
