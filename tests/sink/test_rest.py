@@ -282,3 +282,13 @@ def test_query_parameters_are_bound_as_string_literals() -> None:
         rest._bind("RowKey eq @k", {})
     with pytest.raises(TypeError, match="must be a string"):
         rest._bind("RowKey eq @k", {"k": 5})  # type: ignore[dict-item]
+
+
+def test_each_call_asks_for_the_answer_format_it_parses(table: TableClient) -> None:
+    """The query asks for minimal metadata (the types it reads back); $batch for plain JSON."""
+    transport = FaultyTransport()
+    send = rest.for_table(table, transport=transport)
+    send.submit([("create", ENTITY)])
+    assert send.query("RowKey eq @rk", {"rk": ENTITY["RowKey"]})
+    accepts = {method: headers.get("Accept") for method, _, headers in transport.sent}
+    assert accepts == {"POST": "application/json", "GET": "application/json;odata=minimalmetadata"}

@@ -158,8 +158,8 @@ class PipelineCalls:
         ``account_url`` (``https://<account>.table.core.windows.net``, or Azurite's
         ``http://127.0.0.1:10002/<account>``) may carry a SAS query, as ``TableClient.url``
         does when made from a SAS connection string; else ``credential`` is a SAS or an
-        account key (a SAS is made from the key, for entities only, and renewed before it
-        expires).
+        account key (a SAS is made from the key, for tables and entities, and renewed before
+        it expires).
         """
         parts = urlsplit(account_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -189,7 +189,6 @@ class PipelineCalls:
                     "x-ms-version": API_VERSION,
                     "DataServiceVersion": "3.0",
                     "MaxDataServiceVersion": "3.0;NetFx",
-                    "Accept": "application/json",
                 }
             ),
             UserAgentPolicy(sdk_moniker="enviromon-sink-rest"),
@@ -241,7 +240,10 @@ class PipelineCalls:
         request = HttpRequest(
             "POST",
             url,
-            headers={"Content-Type": f"multipart/mixed; boundary={batch}"},
+            headers={
+                "Content-Type": f"multipart/mixed; boundary={batch}",
+                "Accept": "application/json",
+            },
             content=body.encode("utf-8"),
         )
         response = self._client.send_request(request)
